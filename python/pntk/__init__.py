@@ -1,0 +1,13 @@
+"""pntk: RoPE scaling (partial NTK, YaRN, ...) and 4-bit GPTQ kernels for Llama runners."""
+from ._core import ConfigError
+from ._core import __version__
+from .rope import RopePlan
+
+__all__ = ["ConfigError", "RopePlan", "__version__", "build_info"]
+
+
+def build_info() -> dict:
+    """What this build contains: version, cpu_kernel, cuda (bool), cuda_archs (list of int)."""
+    from ._core import build_info as _build_info
+
+    return dict(_build_info())

@@ -1,0 +1,36 @@
+"""Tensor views for pntk._core: torch tensors cross into C++ as plain tuples
+(data_ptr, shape, strides, dtype code, device type, device index), so the compiled
+module never links against libtorch and works with any torch version."""
+import torch
+
+# Codes of pntk::DType (exllama_ext/core/tensor_view.h).
+DTYPE_CODES = {
+    torch.float32: 0,
+    torch.float16: 1,
+    torch.bfloat16: 2,
+    torch.int32: 3,
+    torch.int64: 4,
+    torch.uint8: 5,
+    torch.int8: 6,
+}
+# Codes of pntk::TableDtype (exllama_ext/core/rope_table.h).
+TABLE_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+DEVICE_CODES = {"cpu": 0, "cuda": 1}
+
+
+def view(tensor: torch.Tensor, name: str = "tensor") -> tuple:
+    """The tuple pntk._core accepts as a TensorView. Raises ValueError naming `name`."""
+    if not isinstance(tensor, torch.Tensor):
+        raise ValueError(f"{name}: must be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.dtype not in DTYPE_CODES:
+        raise ValueError(f"{name}: dtype {tensor.dtype} is not supported")
+    if tensor.device.type not in DEVICE_CODES:
+        raise ValueError(f"{name}: device {tensor.device} is not supported")
+    return (
+        tensor.data_ptr(),
+        tuple(tensor.shape),
+        tuple(tensor.stride()),
+        DTYPE_CODES[tensor.dtype],
+        DEVICE_CODES[tensor.device.type],
+        tensor.device.index or 0,
+    )
