@@ -1,19 +1,19 @@
 """The pntk command line. Errors are one stderr line, `pntk: error: <file>: <field>: <message>`,
 with exit code 2; a traceback is a bug.
 
-Each feature module adds its subcommands through a `register(subparsers)` function listed in
-COMMAND_MODULES; a command handler returns the exit code.
+Each module of pntk.commands adds its subcommands through a `register(subparsers)` function;
+a command handler returns the exit code.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import os
+import pkgutil
 import sys
 from typing import Optional, Sequence
 
 EXIT_INVALID = 2
-COMMAND_MODULES = ["pntk.commands.rope"]
 
 
 class CommandLineError(Exception):
@@ -37,8 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pntk {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    from . import commands
+
+    for module in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{commands.__name__}.{module.name}").register(subparsers)
     return parser
 
 

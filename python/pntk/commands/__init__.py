@@ -1,1 +1,1 @@
-"""Subcommands of the pntk CLI, one module per feature (see pntk.cli.COMMAND_MODULES)."""
+"""Subcommands of the pntk CLI: every module here defines register(subparsers)."""
