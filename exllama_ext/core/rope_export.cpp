@@ -1,9 +1,13 @@
 // Frequency factors of a plan: for each pair i, a float f_i whose longrope evaluation
 //   fp32(1 / fp32(f_i * p_i))   (Transformers, vLLM: `1.0 / (ext_factors * base ** (...))`)
 // equals the plan's inv_freq_i. The ideal ratio 1 / (inv_freq_i * p_i) rounded to fp32 misses
-// by one ulp for some pairs, so its neighbours are searched too.
+// by one ulp for some pairs, so its neighbours are searched too. torch evaluates `base ** e`
+// with a vectorized pow that is sometimes 1 ulp off powf (e.g. base 10000, d = 96, pair 20), so
+// among the candidates that hit inv_freq_i at powf's p_i, the one that stays closest to it at
+// p_i's neighbouring floats wins.
 #include "core/rope_export.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -18,18 +22,36 @@ constexpr int kNeighbours = 4;  // floats tried on each side of the rounded idea
 // The reference's fp32 evaluation (this file builds with -ffp-contract=off).
 float longrope_inv_freq(float factor, float p) { return 1.0f / (factor * p); }
 
+// Ranks a candidate: its miss at p, then its worst miss at p's two neighbours, then its distance
+// from the ideal ratio (lexicographic, smaller is better).
+struct Score {
+  int64_t miss, neighbour_miss;
+  double distance;
+  bool operator<(const Score& o) const {
+    if (miss != o.miss) return miss < o.miss;
+    if (neighbour_miss != o.neighbour_miss) return neighbour_miss < o.neighbour_miss;
+    return distance < o.distance;
+  }
+};
+
 float best_factor(float target, float p) {
   const double ideal = 1.0 / (static_cast<double>(target) * static_cast<double>(p));
+  const float p_below = std::nextafter(p, 0.0f), p_above = std::nextafter(p, INFINITY);
+  auto score = [&](float f) {
+    return Score{ulp_distance(longrope_inv_freq(f, p), target),
+                 std::max(ulp_distance(longrope_inv_freq(f, p_below), target),
+                          ulp_distance(longrope_inv_freq(f, p_above), target)),
+                 std::fabs(f - ideal)};
+  };
   float candidate = static_cast<float>(ideal);
   for (int k = 0; k < kNeighbours; ++k) candidate = std::nextafter(candidate, 0.0f);
-  float best = static_cast<float>(ideal);
-  int64_t best_miss = ulp_distance(longrope_inv_freq(best, p), target);
+  float best = candidate;
+  Score best_score = score(best);
   for (int k = 0; k <= 2 * kNeighbours; ++k, candidate = std::nextafter(candidate, INFINITY)) {
-    const int64_t miss = ulp_distance(longrope_inv_freq(candidate, p), target);
-    const bool closer = std::fabs(candidate - ideal) < std::fabs(best - ideal);
-    if (miss < best_miss || (miss == best_miss && closer)) {
+    const Score s = score(candidate);
+    if (s < best_score) {
       best = candidate;
-      best_miss = miss;
+      best_score = s;
     }
   }
   return best;
