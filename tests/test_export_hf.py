@@ -63,8 +63,11 @@ def test_every_scaling_key_is_pinned(tmp_path, rng):
     export_hf(model)
     with open(os.path.join(model, "config.json")) as stream:
         written = json.load(stream)
-    for key in ("rope_scaling", "rope_parameters"):
-        scaling = written[key]
+    assert "rope_parameters" not in written  # one copy: Transformers 5 builds rope_parameters from it
+    # vLLM's get_rope reads config.rope_parameters as Transformers 5 loads it.
+    loaded = transformers.AutoConfig.from_pretrained(model).rope_parameters
+    for scaling in (written["rope_scaling"], loaded):
+        assert scaling["rope_type"] == "longrope"
         assert scaling["attention_factor"] == scaling["short_mscale"] == scaling["long_mscale"] == 1.0
         assert scaling["long_factor"] == scaling["short_factor"]
         assert scaling["original_max_position_embeddings"] == written["original_max_position_embeddings"]

@@ -11,6 +11,8 @@ All three read per-dimension factors f_i and build inv_freq_i = 1 / (f_i * p_i):
                 original_max_position_embeddings (its attention scaling needs pntk's hook).
 long_factor = short_factor, so the length at which an engine switches sets is irrelevant, and
 every attention / magnitude factor is written explicitly as the plan's own (1.0 for pntk).
+Only "rope_scaling" is written (a "rope_parameters" key is removed): every engine above reads it
+(Transformers 5 turns it into rope_parameters), so no second copy can disagree with it.
 The "pntk_export" record keeps the scaling the config had, so pntk still reports the original plan.
 """
 from __future__ import annotations
@@ -62,17 +64,16 @@ def longrope_config(config: dict, plan: RopePlan) -> dict:
         "short_mscale": plan.attention_factor,  # vLLM
         "long_mscale": plan.attention_factor,  # vLLM
     }
-    parameters = config.get("rope_parameters")
-    if isinstance(parameters, dict) and "partial_rotary_factor" in parameters:
-        scaling["partial_rotary_factor"] = parameters["partial_rotary_factor"]
     # A config exported before keeps the scaling its record holds: the one the model was trained with.
     before = config.get(RECORD_KEY) or config
     exported = {key: value for key, value in config.items() if key not in (*SCALING_KEYS, RECORD_KEY)}
+    parameters = config.get("rope_parameters")
+    if isinstance(parameters, dict) and "partial_rotary_factor" in parameters:
+        exported.setdefault("partial_rotary_factor", parameters["partial_rotary_factor"])
     exported.update(
         max_position_embeddings=plan.extended_max_position_embeddings,
         original_max_position_embeddings=plan.original_max_position_embeddings,
-        rope_scaling=scaling,  # Transformers 4.x, ExLlamaV2, vLLM before Transformers 5
-        rope_parameters=dict(scaling),  # Transformers 5
+        rope_scaling=scaling,
     )
     exported[RECORD_KEY] = {
         "method": plan.method,
