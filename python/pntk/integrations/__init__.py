@@ -1,0 +1,1 @@
+"""Runtime hooks that make existing runners take their RoPE from pntk's plan."""
