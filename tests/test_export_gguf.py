@@ -49,6 +49,11 @@ def _write_gguf(path, rng, *, arch=ARCH, rope_dim=HEAD_DIM, rope_freqs=None, yar
         tensors["rope_freqs.weight"] = rope_freqs
     for name, data in tensors.items():
         writer.add_tensor(name, data)
+    # A block-quantized tensor: the copy must keep its raw bytes and type.
+    quantized = gguf.quants.quantize(rng.standard_normal((hidden, 2 * hidden)).astype(np.float32),
+                                     gguf.GGMLQuantizationType.Q8_0)
+    writer.add_tensor("blk.0.ffn_down.weight", quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    tensors["blk.0.ffn_down.weight"] = quantized
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -101,7 +106,10 @@ def test_gguf_reads_back_with_factors_and_keys(tmp_path, rng, capsys):
     assert _value(reader, "tokenizer.ggml.tokens") == [f"tok{i}" for i in range(VOCAB)]
     copied = {t.name: t for t in reader.tensors if t.name != "rope_freqs.weight"}
     assert set(copied) == set(tensors)
+    originals = {t.name: t for t in gguf.GGUFReader(str(source)).tensors}
     for name, data in tensors.items():
+        assert copied[name].tensor_type == originals[name].tensor_type, name
+        np.testing.assert_array_equal(copied[name].shape, originals[name].shape, err_msg=name)
         np.testing.assert_array_equal(np.asarray(copied[name].data).reshape(data.shape), data, err_msg=name)
 
 
