@@ -41,8 +41,8 @@ def random_static_config(method: str, rng: np.random.Generator) -> dict:
         fields.update(max_position_embeddings=original,
                       rope_scaling={"type": "ntk", "factor": float(np.round(rng.uniform(1.5, 8), 3))})
     elif method == "yarn":
-        fields.update(max_position_embeddings=original * factor,
-                      rope_scaling={"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": original})
+        yarn = {"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": original}
+        fields.update(max_position_embeddings=original * factor, rope_scaling=yarn)
     elif method == "llama3":
         fields.update(max_position_embeddings=original * factor,
                       rope_scaling={"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0,

@@ -59,12 +59,15 @@ def test_export_then_inspect_gives_the_original_plan(tmp_path, rng, capsys, meth
 def test_export_to_another_directory_leaves_the_model_alone(tmp_path, rng, capsys):
     model, out = tmp_path / "model", tmp_path / "served"
     write_model_dir(model, random_static_config("pntk", rng))
+    (model / "model.safetensors").write_bytes(rng.bytes(64))
     snapshot = _snapshot(model)
     before = _inspect(capsys, model)
     assert main(["export", "--to", "exllamav2", str(model), "--out", str(out)]) == 0
     assert "pntk.integrations.exllamav2" in capsys.readouterr().out
     assert _snapshot(model) == snapshot
-    assert os.listdir(out) == ["config.json"]
+    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
+    assert not (out / "config.json").is_symlink()
+    assert (out / "model.safetensors").read_bytes() == (model / "model.safetensors").read_bytes()
     assert _inspect(capsys, out) == before
 
 

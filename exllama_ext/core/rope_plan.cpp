@@ -29,7 +29,8 @@ constexpr MethodName kConfigTypes[] = {
 std::string type_field(const RopeScalingFields& scaling) {
   const std::string suffix = "rope_parameters";
   const std::string& key = scaling.key;
-  const bool transformers5 = key.size() >= suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0;
+  const bool transformers5 =
+      key.size() >= suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0;
   return transformers5 ? "rope_type" : "type";
 }
 

@@ -21,6 +21,11 @@ std::string llama(int heads_dim, const std::string& extra) {
   return R"({"hidden_size": )" + std::to_string(heads_dim * 4) + R"(, "num_attention_heads": 4, )" + extra + "}";
 }
 
+// airophin-13b's RoPE fields: d = 128, trained at 4096, extended to 16384 (pntk, factor 4).
+std::string airophin_like() {
+  return llama(128, R"("max_position_embeddings": 16384, "original_max_position_embeddings": 4096)");
+}
+
 std::string json_list(const std::vector<float>& values) {
   std::string out = "[";
   char buffer[40];
@@ -65,7 +70,7 @@ TEST(FrequencyFactors, ReproducePntkAtEveryHeadDim) {
 }
 
 TEST(FrequencyFactors, PntkKeepsBaseAndLinearEnds) {
-  const RopePlan plan = plan_of(llama(128, R"("max_position_embeddings": 16384, "original_max_position_embeddings": 4096)"));
+  const RopePlan plan = plan_of(airophin_like());
   const std::vector<float> factors = frequency_factors(plan);
   EXPECT_EQ(factors.front(), 1.0f);  // pair 0 is below the gamma range: base frequencies
   EXPECT_EQ(factors.back(), 4.0f);   // the last pair is above the beta range: linear, 1/(s*p)
@@ -81,7 +86,8 @@ TEST(FrequencyFactors, ReproduceStaticMethods) {
   };
   for (const char* scaling : scalings) {
     SCOPED_TRACE(scaling);
-    expect_reproduces(plan_of(llama(128, std::string(R"("max_position_embeddings": 8192, "rope_theta": 500000, )") + scaling)));
+    const std::string fields = std::string(R"("max_position_embeddings": 8192, "rope_theta": 500000, )") + scaling;
+    expect_reproduces(plan_of(llama(128, fields)));
   }
 }
 
@@ -106,14 +112,12 @@ TEST(FrequencyFactors, RefuseWhatFactorsCannotExpress) {
   }
   RunnerOverrides alpha;
   alpha.alpha_value = 2;
-  const auto airophin = parse_model_config(
-      llama(128, R"("max_position_embeddings": 16384, "original_max_position_embeddings": 4096)"), "test.json");
+  const auto airophin = parse_model_config(airophin_like(), "test.json");
   EXPECT_THROW(frequency_factors(build_rope_plan(airophin, alpha)), ConfigError);
 }
 
 TEST(ExportRecord, PlanIsTheRecordedOne) {
-  const std::string original = llama(128, R"("max_position_embeddings": 16384, "original_max_position_embeddings": 4096)");
-  const RopePlan before = plan_of(original);
+  const RopePlan before = plan_of(airophin_like());
   const RopePlan after = plan_of(exported_pntk(frequency_factors(before)));
   EXPECT_EQ(after.method, RopeMethod::pntk);
   EXPECT_EQ(after.factor, before.factor);
@@ -124,8 +128,7 @@ TEST(ExportRecord, PlanIsTheRecordedOne) {
 }
 
 TEST(ExportRecord, EditsAfterExportAreRefused) {
-  const RopePlan before =
-      plan_of(llama(128, R"("max_position_embeddings": 16384, "original_max_position_embeddings": 4096)"));
+  const RopePlan before = plan_of(airophin_like());
   std::vector<float> factors = frequency_factors(before);
   factors[40] = std::nextafter(std::nextafter(std::nextafter(factors[40], 9.0f), 9.0f), 9.0f);
   try {

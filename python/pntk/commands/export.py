@@ -41,8 +41,8 @@ def register(subparsers) -> None:
         "export",
         help="write the RoPE scaling for Transformers 5 / vLLM (hf), llama.cpp (gguf) or ExLlamaV2",
         description="hf and exllamav2 write config.json with rope type longrope (in place, keeping "
-        "config.json.pntk-backup, or into --out DIR); gguf writes a copy of --gguf FILE with llama.cpp's "
-        "rope_freqs factors (to --out FILE, default FILE.pntk.gguf).",
+        "config.json.pntk-backup, or into --out DIR with links to the model's other files); gguf writes a "
+        "copy of --gguf FILE with llama.cpp's rope_freqs factors (to --out FILE, default FILE.pntk.gguf).",
     )
     parser.add_argument("--to", required=True, choices=TARGETS, help="the engine to export for")
     parser.add_argument("model", metavar="MODEL_DIR", help="model directory (or its config.json)")

@@ -143,7 +143,8 @@ def export_gguf(model: str, gguf_in: str, gguf_out: str) -> GgufExport:
         rope_freqs = np.asarray(factors, dtype=np.float32)
         writer.add_tensor_info(ROPE_FREQS, rope_freqs.shape, rope_freqs.dtype, rope_freqs.nbytes)
         for tensor in tensors:
-            writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes, tensor.tensor_type)
+            data = tensor.data
+            writer.add_tensor_info(tensor.name, data.shape, data.dtype, data.nbytes, tensor.tensor_type)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()

@@ -71,6 +71,7 @@ def longrope_config(config: dict, plan: RopePlan) -> dict:
     if isinstance(parameters, dict) and "partial_rotary_factor" in parameters:
         exported.setdefault("partial_rotary_factor", parameters["partial_rotary_factor"])
     exported.update(
+        rope_theta=plan.theta,  # the base a removed rope_parameters may have held
         max_position_embeddings=plan.extended_max_position_embeddings,
         original_max_position_embeddings=plan.original_max_position_embeddings,
         rope_scaling=scaling,
@@ -84,12 +85,23 @@ def longrope_config(config: dict, plan: RopePlan) -> dict:
     return exported
 
 
+def _link_model_files(model_dir: str, out_dir: str) -> None:
+    """Symlink the weights, tokenizer, ... of `model_dir` into `out_dir` (not config.json)."""
+    for name in sorted(os.listdir(model_dir)):
+        link = os.path.join(out_dir, name)
+        if name.startswith("config.json") or os.path.lexists(link):
+            continue
+        os.symlink(os.path.join(model_dir, name), link)
+
+
 def export_hf(model: str, out_dir: Optional[str] = None) -> HfExport:
     """Write the longrope config.json of `model` (a directory or its config.json).
 
     In place unless `out_dir` is given; in place, the original is kept as config.json.pntk-backup
-    (the first one: exporting again never overwrites it). Plans that per-dimension factors cannot
-    express (dynamic, ...) raise pntk.ConfigError before anything is written.
+    (the first one: exporting again never overwrites it). With `out_dir`, the model directory's
+    other files are symlinked beside the new config.json (names already there are left alone),
+    so `out_dir` can be served as it is. Plans that per-dimension factors cannot express
+    (dynamic, ...) raise pntk.ConfigError before anything is written.
     """
     source = config_path_of(model)
     plan = RopePlan.from_config(source)
@@ -107,5 +119,6 @@ def export_hf(model: str, out_dir: Optional[str] = None) -> HfExport:
                 write_text(backup, stream.read())
     else:
         os.makedirs(out_dir, exist_ok=True)
+        _link_model_files(os.path.dirname(os.path.abspath(source)), out_dir)
     write_text(target, text)
     return HfExport(plan=exported_plan, config_path=target, backup_path=backup)
