@@ -1,15 +1,16 @@
-"""ExLlamaV2 (turboderp-org/exllamav2 v0.3.2): RoPE from pntk's plan.
+"""ExLlamaV2 (turboderp-org/exllamav2 v0.3.2): RoPE tables from pntk's plan.
 
-ExLlamaV2 builds its sin/cos tables per device (device.py, ExLlamaV2DeviceContext.prepare_sincos)
-from `exllamav2.rope.get_rope_params(device, cfg, base) -> (inv_freq, scaling_factor)` and
-multiplies cos and sin by scaling_factor. It knows neither airophin's pntk (a config with only
+ExLlamaV2 builds its tables per device in device.py, ExLlamaV2DeviceContext.prepare_sincos:
+sin/cos fp16 [1, 1, max_seq_len, d] (NeoX layout: angles pos / scale_pos_emb * inv_freq,
+concatenated twice) from `rope.get_rope_params(device, cfg, base) -> (inv_freq, scaling_factor)`,
+cos and sin multiplied by scaling_factor. It knows neither airophin's pntk (a config with only
 original_max_position_embeddings) nor "ntk" / "dynamic" configs, and for longrope (what
 `pntk export` writes) it always scales by sqrt(1 + ln(a/b) / ln b) once max_seq_len a exceeds
 the original length b: wrong for pntk, which has no attention scaling.
 
-`rope_params` answers that call from pntk's plan for those models; either
-  - `install()` at run time (wraps exllamav2.rope.get_rope_params), or
-  - the patch in patches/exllamav2 (four lines in exllamav2/rope.py, applied by `pntk patch`)
+`rope_tables` gives prepare_sincos pntk's own tables for those models; either
+  - `install()` at run time (wraps ExLlamaV2DeviceContext.prepare_sincos), or
+  - the patch in patches/exllamav2 (a few lines in exllamav2/device.py, applied by `pntk patch`)
 routes it here. Plans ExLlamaV2 builds correctly itself (none, linear, yarn, llama3, a genuine
 longrope) are left to it, so its own config handling (e.g. linear as scale_pos_emb) stays intact.
 """
@@ -29,8 +30,8 @@ RUNNER_METHODS = ("none", "linear", "yarn", "llama3", "longrope")  # ExLlamaV2 b
 
 def plan_for(cfg) -> RopePlan:
     """The plan of an ExLlamaV2Config's model, with ExLlamaV2's settings as runner overrides:
-    rotary_embedding_base (theta), scale_alpha_value, scale_pos_emb (applied by ExLlamaV2 to
-    positions, reported only) and max_seq_len; its tables are static."""
+    rotary_embedding_base (theta), scale_alpha_value, scale_pos_emb (compress_pos_emb) and
+    max_seq_len; its tables are static."""
     return RopePlan.from_config(
         os.path.join(cfg.model_dir, "config.json"),
         theta=cfg.rotary_embedding_base,
@@ -41,29 +42,41 @@ def plan_for(cfg) -> RopePlan:
     )
 
 
-def rope_params(device, cfg, base: float) -> Optional[tuple[torch.Tensor, float]]:
-    """(inv_freq on `device`, attention factor) from pntk's plan, or None where ExLlamaV2's own
-    code is right (its methods, a sliding-window layer's second base). Prints the plan line."""
+def rope_tables(device, cfg, base: float, neox: bool) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """(sin, cos) fp16 [1, 1, max_seq_len, rotary_dim] on `device` from pntk's plan (attention
+    factor folded in), or None where ExLlamaV2's own code is right (its methods, a sliding-window
+    layer's second base). Prints the plan line. `neox`: the architecture's rope style is NeoX."""
     if base != cfg.rotary_embedding_base:
         return None
     plan = plan_for(cfg)
     if plan.method in RUNNER_METHODS and not plan.core.exported_as:
         return None
+    if not neox or getattr(cfg, "pos_id_index", 0):
+        raise ValueError(
+            f"{plan.source}: (exllamav2): pntk's tables are NeoX-style from position 0, but this "
+            "architecture rotates GPT-J-style pairs or offsets positions"
+        )
     plan.announce(where=f"exllamav2 {device}")
-    return plan.inv_freq().to(device), plan.attention_factor
+    cos, sin = plan.tables(cfg.max_seq_len, dtype=torch.float16, device=device)
+    return sin[None, None], cos[None, None]
 
 
 def install() -> None:
-    """Route exllamav2.rope.get_rope_params through rope_params (idempotent)."""
-    from exllamav2 import rope
+    """Give ExLlamaV2DeviceContext.prepare_sincos pntk's tables (idempotent)."""
+    from exllamav2.architecture import RopeStyle
+    from exllamav2.device import ExLlamaV2DeviceContext, _torch_device
 
-    if getattr(rope.get_rope_params, "pntk_hook", False):
+    upstream = ExLlamaV2DeviceContext.prepare_sincos
+    if getattr(upstream, "pntk_hook", False):
         return
-    upstream = rope.get_rope_params
 
-    def get_rope_params(device, cfg, base):
-        params = rope_params(device, cfg, base)
-        return upstream(device, cfg, base) if params is None else params
+    def prepare_sincos(self):
+        upstream(self)  # fills self.sin / self.cos, one entry per base; the first is the model's
+        cfg = self.model.config
+        neox = self.archparams.rope_style == RopeStyle.NEOX
+        tables = rope_tables(_torch_device(self.device_idx), cfg, cfg.rotary_embedding_base, neox)
+        if tables is not None:
+            self.sin[0], self.cos[0] = tables
 
-    get_rope_params.pntk_hook = True
-    rope.get_rope_params = get_rope_params
+    prepare_sincos.pntk_hook = True
+    ExLlamaV2DeviceContext.prepare_sincos = prepare_sincos
