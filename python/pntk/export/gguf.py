@@ -19,6 +19,7 @@ import numpy as np
 from .. import _core
 from ..rope import RopePlan
 from ._files import replaced_atomically
+from .hf import config_path_of
 
 SUPPORTED_ARCHITECTURES = ("llama",)  # llama.cpp loads rope_freqs for these (LLM_ARCH_LLAMA)
 ROPE_FREQS = "rope_freqs.weight"
@@ -33,9 +34,17 @@ class GgufExport:
     replaced_rope_freqs: bool  # the input already had a rope_freqs tensor
 
 
-def _read(path: str):
-    import gguf
+def _gguf():
+    """The gguf package (llama.cpp's reader/writer), an optional dependency: pip install gguf."""
+    try:
+        import gguf
+    except ImportError:
+        raise ValueError("<command line>: --to gguf: needs the gguf package (pip install 'pntk[gguf]')") from None
+    return gguf
 
+
+def _read(path: str):
+    gguf = _gguf()
     if not os.path.isfile(path):
         raise ValueError(f"{path}: (path): no such file")
     try:
@@ -78,9 +87,7 @@ def _check_same_model(reader, path: str, arch: str, plan: RopePlan) -> None:
 
 
 def _rope_metadata(arch: str, plan: RopePlan) -> dict:
-    import gguf
-
-    T = gguf.GGUFValueType
+    T = _gguf().GGUFValueType
     return {
         f"{arch}.context_length": (plan.extended_max_position_embeddings, T.UINT32),
         f"{arch}.rope.dimension_count": (plan.rotary_dim, T.UINT32),
@@ -104,10 +111,7 @@ def export_gguf(model: str, gguf_in: str, gguf_out: str) -> GgufExport:
     `gguf_out` is written whole (temporary file + rename) and must differ from `gguf_in`.
     Raises pntk.ConfigError or ValueError naming the file and field before writing anything.
     """
-    import gguf
-
-    from .hf import config_path_of
-
+    gguf = _gguf()
     plan = RopePlan.from_config(config_path_of(model))
     factors = _core.frequency_factors(plan.core)
     if os.path.abspath(gguf_out) == os.path.abspath(gguf_in) or (
