@@ -141,7 +141,9 @@ std::string parse_error_message(const std::string& what) {
   return "invalid JSON: " + message;
 }
 
-std::optional<RopeScalingFields> read_scaling(const json& root, const std::string& source) {
+// `root` is the config (prefix "") or the pntk_export record (prefix "pntk_export.").
+std::optional<RopeScalingFields> read_scaling(const json& root, const std::string& source,
+                                              const std::string& prefix = "") {
   // Transformers 5 writes rope_parameters; earlier versions rope_scaling. rope_parameters wins.
   std::string key = "rope_parameters";
   auto it = root.find(key);
@@ -150,6 +152,7 @@ std::optional<RopeScalingFields> read_scaling(const json& root, const std::strin
     it = root.find(key);
     if (it == root.end() || it->is_null()) return std::nullopt;
   }
+  key = prefix + key;
   if (!it->is_object()) throw ConfigError(source, key, "must be an object or null, got " + FieldReader::type_name(*it));
   FieldReader fields(*it, source, key);
   for (auto item = it->begin(); item != it->end(); ++item) {
@@ -189,6 +192,27 @@ std::optional<RopeScalingFields> read_scaling(const json& root, const std::strin
   scaling.long_factor = fields.number_list("long_factor");
   scaling.short_factor = fields.number_list("short_factor");
   return scaling;
+}
+
+std::optional<ExportRecord> read_export_record(const json& root, const std::string& source) {
+  const std::string key = "pntk_export";
+  auto it = root.find(key);
+  if (it == root.end() || it->is_null()) return std::nullopt;
+  if (!it->is_object()) throw ConfigError(source, key, "must be an object, got " + FieldReader::type_name(*it));
+  FieldReader fields(*it, source, key);
+  ExportRecord record;
+  const auto method = fields.string("method");
+  if (!method) fields.fail("method", "is missing (the RoPE method the model had before export)");
+  record.method = *method;
+  const auto factor = fields.number("factor");
+  if (!factor) fields.fail("factor", "is missing (the scaling factor the model had before export)");
+  record.factor = *factor;
+  record.exported_as = fields.string("exported_as").value_or("");
+  if (record.exported_as != "longrope")
+    fields.fail("exported_as", "must be \"longrope\" (the only form pntk export writes), got \"" +
+                                   record.exported_as + "\"");
+  record.scaling = read_scaling(*it, source, key + ".");
+  return record;
 }
 
 }  // namespace
@@ -252,6 +276,7 @@ ModelRopeConfig parse_model_config(const std::string& json_text, const std::stri
 
   if (auto theta = fields.number("rope_theta")) config.rope_theta = fields.positive("rope_theta", *theta);
   config.scaling = read_scaling(root, source);
+  config.export_record = read_export_record(root, source);
   if (auto theta = rope_parameters.number("rope_theta"))
     config.rope_theta = rope_parameters.positive("rope_theta", *theta);
   return config;
