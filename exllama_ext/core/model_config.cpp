@@ -135,9 +135,14 @@ std::string line_column(const std::string& text, size_t byte) {
 }
 
 // The part of a nlohmann message after "syntax error while parsing value - ".
+// nlohmann's "[json.exception.parse_error.101] parse error at line 1, column 5: syntax error while
+// parsing value - unexpected '}'" becomes "invalid JSON: unexpected '}'".
 std::string parse_error_message(const std::string& what) {
-  const auto dash = what.find(" - ");
-  std::string message = dash == std::string::npos ? what : what.substr(dash + 3);
+  std::string message = what;
+  const auto bracket = message.find("] ");
+  if (!message.empty() && message[0] == '[' && bracket != std::string::npos) message = message.substr(bracket + 2);
+  const auto dash = message.find(" - ");
+  if (dash != std::string::npos) message = message.substr(dash + 3);
   return "invalid JSON: " + message;
 }
 
@@ -223,6 +228,8 @@ ModelRopeConfig parse_model_config(const std::string& json_text, const std::stri
     root = json::parse(json_text);
   } catch (const json::parse_error& e) {
     throw ConfigError(source, line_column(json_text, e.byte > 0 ? e.byte - 1 : 0), parse_error_message(e.what()));
+  } catch (const json::exception& e) {  // e.g. out_of_range: a number too large for a double
+    throw ConfigError(source, "(json)", parse_error_message(e.what()));
   }
   if (!root.is_object()) throw ConfigError(source, "(top level)", "must be a JSON object");
 
