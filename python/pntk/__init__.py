@@ -11,3 +11,9 @@ def build_info() -> dict:
     from ._core import build_info as _build_info
 
     return dict(_build_info())
+
+
+from .gptq import load_gptq, quantize_gptq  # noqa: E402
+from .q4 import Q4Matrix, get_num_threads, set_num_threads  # noqa: E402
+
+__all__ += ["Q4Matrix", "load_gptq", "quantize_gptq", "set_num_threads", "get_num_threads"]
