@@ -59,20 +59,26 @@ void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_sca
   out.m = m_total;
   out.x.assign(static_cast<size_t>(m_total * w.packed_rows), 0.0f);
   out.xsum.assign(static_cast<size_t>(m_total * w.groups), 0.0f);
-  std::vector<float> row(static_cast<size_t>(w.k));
+  // 2^-4j for j = p % 8 < 7 (exact power-of-two scaling), 1 for j = 7.
+  float scale[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+  if (nibble_scaled)
+    for (int j = 0; j < 7; ++j) scale[j] = std::ldexp(1.0f, -4 * j);
+  std::vector<float> row(static_cast<size_t>(w.k) + 1, 0.0f);  // row[K] = 0 stands for padding
   for (int64_t m = 0; m < m_total; ++m) {
     convert_row(x, m, row.data());
     float* packed = out.x.data() + m * w.packed_rows;
     for (int64_t g = 0; g < w.groups; ++g) {
-      double sum = 0.0;
-      for (int64_t p = w.group_begin[g]; p < w.group_begin[g + 1]; ++p) {
-        const int32_t k = w.row_of_packed[p];
-        if (k < 0) continue;
-        const float value = row[k];
-        sum += value;
-        const int j = static_cast<int>(p % 8);
-        packed[p] = (nibble_scaled && j < 7) ? std::ldexp(value, -4 * j) : value;
+      float partial[8] = {};  // one sum per row of a word: 8 independent chains
+      for (int64_t p0 = w.group_begin[g]; p0 < w.group_begin[g + 1]; p0 += 8) {
+        for (int j = 0; j < 8; ++j) {
+          const int32_t k = w.row_of_packed[p0 + j];
+          const float value = row[k < 0 ? w.k : k];
+          partial[j] += value;
+          packed[p0 + j] = value * scale[j];
+        }
       }
+      double sum = 0.0;
+      for (float part : partial) sum += part;
       out.xsum[m * w.groups + g] = static_cast<float>(sum);
     }
   }

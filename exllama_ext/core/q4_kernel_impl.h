@@ -21,6 +21,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "core/q4_kernel_common.h"
 
@@ -34,6 +35,10 @@ inline void convert_row_f16c(const TensorView& x, int64_t m, float* dst) {
   if (x.strides[1] != 1) return convert_row_scalar(x, m, dst);
   const char* row = static_cast<const char*>(x.data) + m * x.strides[0] * dtype_size(x.dtype);
   int64_t k = 0;
+  if (x.dtype == DType::float32) {
+    std::memcpy(dst, row, static_cast<size_t>(k_total) * sizeof(float));
+    return;
+  }
   if (x.dtype == DType::float16) {
     for (; k + 8 <= k_total; k += 8)
       _mm256_storeu_ps(dst + k, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row) + k / 8)));

@@ -29,7 +29,8 @@ class ThreadPool {
     std::lock_guard<std::mutex> job(job_mutex_);
     stop_workers();
     stopping_ = false;
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    // New workers wait for the next job, not the last finished one.
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, seen = generation_] { worker_loop(i, seen); });
   }
 
   void run(int64_t tasks, const std::function<void(int64_t, int64_t)>& body) {
@@ -68,8 +69,7 @@ class ThreadPool {
     if (begin < end) (*body_)(begin, end);
   }
 
-  void worker_loop(int part) {
-    uint64_t seen = 0;
+  void worker_loop(int part, uint64_t seen) {
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mutex_);
