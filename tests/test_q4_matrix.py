@@ -58,6 +58,15 @@ def test_uneven_groups_and_bias(kernel, dtype, rng):
     check_forward(w, tensors, "gptq_v2", dtype, rng, bias=bias)
 
 
+def test_rows_beyond_one_gemm_row_block(kernel, rng):
+    tensors = ref.random_gptq(K, 72, 12, rng, act_order=True)
+    w = pntk.Q4Matrix.from_gptq(**tensors)
+    x = torch.from_numpy(rng.standard_normal((600, K)).astype(np.float32))[::2]  # 300 rows, row stride 2K
+    expected = ref.matmul(x, ref.dequantize(**tensors))
+    assert ref.relative_error(w(x), expected) <= ref.TOLERANCE[torch.float32]
+    assert w(x[:0]).shape == (0, 72)
+
+
 def test_dequantize_is_exact_in_original_row_order(rng):
     tensors = ref.random_gptq(K, N, 12, rng, act_order=True)
     w = pntk.Q4Matrix.from_gptq(**tensors)

@@ -162,15 +162,21 @@ void Q4Matrix::forward(const TensorView& x, const TensorView& out) const {
   check_shape(out, {x.shape[0], shape_.out_features}, "out", "[M, N]");
   check_contiguous(out, "out");
   PNTK_CHECK(out.device == DeviceType::cpu, "out", "must be a CPU tensor");
-  if (x.shape[0] == 0) return;
   const Q4CpuKernel& kernel = q4_cpu_kernel();
   const bool gemv = x.shape[0] <= kQ4GemvMaxRows;
-  Q4Activations activations;
-  kernel.prepare(layout_, x, gemv, activations);
   const auto tile_fn = gemv ? kernel.gemv_tile : kernel.gemm_tile;
-  parallel_for(layout_.tiles(), [&](int64_t begin, int64_t end) {
-    for (int64_t tile = begin; tile < end; ++tile) tile_fn(layout_, activations, tile, out);
-  });
+  Q4Activations activations;
+  // Rows in blocks, so the prepared fp32 activations stay small for long prompts.
+  for (int64_t row0 = 0; row0 < x.shape[0]; row0 += kQ4GemmRowBlock) {
+    TensorView x_block = x, out_block = out;
+    x_block.shape[0] = out_block.shape[0] = std::min(kQ4GemmRowBlock, x.shape[0] - row0);
+    x_block.data = static_cast<char*>(x.data) + row0 * x.strides[0] * dtype_size(x.dtype);
+    out_block.data = static_cast<char*>(out.data) + row0 * out.strides[0] * dtype_size(out.dtype);
+    kernel.prepare(layout_, x_block, gemv, activations);
+    parallel_for(layout_.tiles(), [&](int64_t begin, int64_t end) {
+      for (int64_t tile = begin; tile < end; ++tile) tile_fn(layout_, activations, tile, out_block);
+    });
+  }
 }
 
 void Q4Matrix::dequantize(const TensorView& out) const {

@@ -84,6 +84,7 @@ struct Q4CpuKernel {
   void (*gemm_tile)(const Q4Layout& w, const Q4Activations& a, int64_t tile, const TensorView& out);  // any M
 };
 constexpr int64_t kQ4GemvMaxRows = 16;
+constexpr int64_t kQ4GemmRowBlock = 256;  // rows of x prepared and multiplied at a time
 
 // Kernels this CPU can run, best first; the first is the default.
 std::vector<const Q4CpuKernel*> q4_cpu_kernels();

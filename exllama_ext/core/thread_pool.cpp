@@ -1,6 +1,7 @@
 #include "core/thread_pool.h"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <exception>
 #include <memory>
@@ -46,13 +47,14 @@ class ThreadPool {
       tasks_ = tasks;
       parts_ = parts;
       pending_ = parts - 1;
+      next_ = 0;
       error_ = nullptr;
       ++generation_;
     }
     wake_.notify_all();
     std::exception_ptr own_error;
     try {
-      run_part(0);
+      take_chunks();
     } catch (...) {
       own_error = std::current_exception();
     }
@@ -64,9 +66,15 @@ class ThreadPool {
   }
 
  private:
-  void run_part(int part) {
-    const int64_t begin = tasks_ * part / parts_, end = tasks_ * (part + 1) / parts_;
-    if (begin < end) (*body_)(begin, end);
+  // Threads take chunks of about 1/8 of an even share until none are left, so a thread
+  // that the OS preempts (a busy machine) delays the job by one chunk, not by its share.
+  void take_chunks() {
+    const int64_t chunk = std::max<int64_t>(1, tasks_ / (8 * parts_));
+    for (;;) {
+      const int64_t begin = next_.fetch_add(chunk);
+      if (begin >= tasks_) return;
+      (*body_)(begin, std::min(tasks_, begin + chunk));
+    }
   }
 
   void worker_loop(int part, uint64_t seen) {
@@ -80,7 +88,7 @@ class ThreadPool {
       }
       std::exception_ptr error;
       try {
-        run_part(part);
+        take_chunks();
       } catch (...) {
         error = std::current_exception();
       }
@@ -105,6 +113,7 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   const std::function<void(int64_t, int64_t)>* body_ = nullptr;
   int64_t tasks_ = 0;
+  std::atomic<int64_t> next_{0};
   int parts_ = 0, pending_ = 0;
   uint64_t generation_ = 0;
   bool stopping_ = false;

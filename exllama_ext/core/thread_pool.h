@@ -1,5 +1,5 @@
-// A small persistent thread pool for the CPU kernels: parallel_for splits [0, tasks) into
-// one contiguous range per thread; the calling thread runs the first range itself.
+// A small persistent thread pool for the CPU kernels: parallel_for hands out [0, tasks) in
+// contiguous chunks to the pool's threads and the calling thread.
 #pragma once
 #include <cstdint>
 #include <functional>
