@@ -7,7 +7,7 @@ namespace pntk::q4 {
 namespace {
 
 struct Avx2 {
-  static constexpr int kLanes = 8, kVectors = 2, kGemmMr = 6;  // GEMM: 6 x 2 accumulators of 16 registers
+  static constexpr int kLanes = 8, kVectors = 2, kGemvRows = 4, kGemmMr = 6;  // 4 x 2 GEMV and 6 x 2 GEMM accumulators (16 registers)
   using F = __m256;
   using I = __m256i;
   using Mask = int;  // tile widths are multiples of 8: every vector is full

@@ -7,7 +7,7 @@ namespace pntk::q4 {
 namespace {
 
 struct Avx512 {
-  static constexpr int kLanes = 16, kVectors = 4, kGemmMr = 6;  // GEMM: 6 x 4 accumulators of 32 registers
+  static constexpr int kLanes = 16, kVectors = 4, kGemvRows = 4, kGemmMr = 6;  // 4 x 4 GEMV and 6 x 4 GEMM accumulators (32 registers)
   using F = __m512;
   using I = __m512i;
   using Mask = __mmask16;

@@ -69,6 +69,7 @@ struct Q4Kernels {
   static constexpr int L = Isa::kLanes;
   static constexpr int kPass = Isa::kVectors * L;  // columns per pass over a tile
   static constexpr int64_t kGemmRows = 256;        // packed rows dequantized per GEMM block
+  static constexpr int64_t kPrefetchWordRows = 32;  // GEMV software prefetch distance (32 x 256 B per tile)
 
   static void prepare(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out) {
     prepare_activations(w, x, for_gemv, convert_row_f16c, out);
@@ -90,6 +91,8 @@ struct Q4Kernels {
     for (int64_t r = 0; r < word_rows; ++r) {
       I words[V];
       for (int v = 0; v < V; ++v) words[v] = Isa::load_words(q + r * width + v * L, v == V - 1 ? last : full);
+      for (int v = 0; v < V; ++v)  // a few word rows ahead: the next group's words arrive in time
+        _mm_prefetch(reinterpret_cast<const char*>(q + (r + kPrefetchWordRows) * width + v * L), _MM_HINT_T0);
       const float* xr = x + r * 8;
       static_for<8>([&](auto j) {
         F qf[V];
@@ -145,7 +148,7 @@ struct Q4Kernels {
     for (int64_t g = 0; g < w.groups; ++g) {
       const int64_t p0 = w.group_begin[g], word_rows = (w.group_begin[g + 1] - p0) / 8;
       if (word_rows == 0) continue;
-      for (int64_t m0 = 0; m0 < a.m; m0 += 4) {
+      for (int64_t m0 = 0; m0 < a.m; m0 += Isa::kGemvRows) {
         const float* x = a.x.data() + m0 * w.packed_rows + p0;
         const float* xsum = a.xsum.data() + m0 * w.groups + g;
         for (int64_t c0 = 0; c0 < width; c0 += kPass) {
@@ -155,12 +158,12 @@ struct Q4Kernels {
           const uint16_t* sc = scales + g * width + c0;
           const uint32_t* zc = zeros + g * (width / 8) + c0 / 8;
           float* yc = y + m0 * kQ4TileColumns + c0;
-          switch (std::min<int64_t>(4, a.m - m0)) {
-            case 1: gemv_group_columns<1>(vectors, qc, width, word_rows, x, w.packed_rows, xsum, w.groups, sc, zc, last_valid, yc); break;
-            case 2: gemv_group_columns<2>(vectors, qc, width, word_rows, x, w.packed_rows, xsum, w.groups, sc, zc, last_valid, yc); break;
-            case 3: gemv_group_columns<3>(vectors, qc, width, word_rows, x, w.packed_rows, xsum, w.groups, sc, zc, last_valid, yc); break;
-            default: gemv_group_columns<4>(vectors, qc, width, word_rows, x, w.packed_rows, xsum, w.groups, sc, zc, last_valid, yc); break;
-          }
+          const int rows = static_cast<int>(std::min<int64_t>(Isa::kGemvRows, a.m - m0));
+          static_for<Isa::kGemvRows>([&](auto i) {
+            if (rows == i + 1)
+              gemv_group_columns<i + 1>(vectors, qc, width, word_rows, x, w.packed_rows, xsum, w.groups, sc, zc,
+                                        last_valid, yc);
+          });
         }
       }
     }
