@@ -12,7 +12,8 @@
 // GEMM (M > 16): a block of kGemmRows packed rows of the tile is dequantized to fp32
 // (W = s * (q - z), exact) into a buffer, then a register-blocked kGemmMr x (V*kLanes) kernel.
 //
-// Traits (struct Isa) provide: kLanes, kVectors (vectors per column pass), kGemmMr;
+// Traits (struct Isa) provide: kLanes, kVectors (vectors per column pass), kGemvRows (rows of
+// x per GEMV pass), kGemmMr;
 // types F (fp32 vector), I (int32 vector), Mask; mask(valid); load_words(p, mask);
 // nibble_scaled<j>(w); nibble<j>(w); broadcast(p); fma(a, b, c) = a*b + c; fnma(a, b, c) =
 // c - a*b; add, sub, mul, zero; load/store(p) full vectors; load_scales(fp16*, mask);

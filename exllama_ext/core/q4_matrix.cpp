@@ -124,9 +124,9 @@ Q4Matrix::Q4Matrix(const TensorView& qweight, const TensorView& qzeros, const Te
   w.zeros.assign(static_cast<size_t>(w.groups * w.n / 8), 0u);
   for (int64_t tile = 0; tile < w.tiles(); ++tile) {
     const int64_t width = w.tile_width(tile), col0 = tile * kQ4TileColumns;
-    uint32_t* dst_q = w.qweight.data() + (w.tile_qweight(tile) - w.qweight.data());
-    uint16_t* dst_s = w.scales.data() + (w.tile_scales(tile) - w.scales.data());
-    uint32_t* dst_z = w.zeros.data() + (w.tile_zeros(tile) - w.zeros.data());
+    uint32_t* dst_q = w.qweight.data() + w.qweight_offset(tile);
+    uint16_t* dst_s = w.scales.data() + w.scales_offset(tile);
+    uint32_t* dst_z = w.zeros.data() + w.zeros_offset(tile);
     for (int64_t p = 0; p < w.packed_rows; ++p) {
       const int32_t row = w.row_of_packed[p];
       if (row < 0) continue;

@@ -60,9 +60,12 @@ struct Q4Layout {
 
   int64_t tiles() const { return (n + kQ4TileColumns - 1) / kQ4TileColumns; }
   int64_t tile_width(int64_t tile) const { return std::min(kQ4TileColumns, n - tile * kQ4TileColumns); }
-  const uint32_t* tile_qweight(int64_t tile) const { return qweight.data() + tile * kQ4TileColumns * (packed_rows / 8); }
-  const uint16_t* tile_scales(int64_t tile) const { return scales.data() + tile * kQ4TileColumns * groups; }
-  const uint32_t* tile_zeros(int64_t tile) const { return zeros.data() + tile * kQ4TileColumns / 8 * groups; }
+  int64_t qweight_offset(int64_t tile) const { return tile * kQ4TileColumns * (packed_rows / 8); }
+  int64_t scales_offset(int64_t tile) const { return tile * kQ4TileColumns * groups; }
+  int64_t zeros_offset(int64_t tile) const { return tile * kQ4TileColumns / 8 * groups; }
+  const uint32_t* tile_qweight(int64_t tile) const { return qweight.data() + qweight_offset(tile); }
+  const uint16_t* tile_scales(int64_t tile) const { return scales.data() + scales_offset(tile); }
+  const uint32_t* tile_zeros(int64_t tile) const { return zeros.data() + zeros_offset(tile); }
 };
 
 // Activations prepared once per call: x [M][K'] fp32 in packed row order (0 in padding
