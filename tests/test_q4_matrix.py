@@ -77,6 +77,14 @@ def test_dequantize_is_exact_in_original_row_order(rng):
     assert torch.equal(half, torch.from_numpy(expected).to(torch.float16))
 
 
+def test_holds_only_packed_weights_scales_zeros_and_permutation(rng):
+    groups = 12
+    w = pntk.Q4Matrix.from_gptq(**ref.random_gptq(K, N, groups, rng, act_order=True))
+    packed_weights, scales, zeros = K * N // 2, groups * N * 2, groups * N // 2
+    permutation = K * 4 + (groups + 1) * 8  # packed row -> row, group starts
+    assert w._backend.storage_bytes == packed_weights + scales + zeros + permutation
+
+
 def test_batch_dimensions_and_strided_input(rng):
     tensors = ref.random_gptq(K, N, 3, rng)
     w = pntk.Q4Matrix.from_gptq(**tensors)

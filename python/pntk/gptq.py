@@ -56,9 +56,10 @@ def quantize_gptq(
 
     group_size: rows per group (a divisor of K) or -1 for one group. act_order: rows are
     assigned to groups in a random order (drawn from `generator`), as GPTQ's desc_act does,
-    so g_idx is not sorted. sym: zero 8 and scale max|w|/7.5 style (GPTQ: (2*max|w|)/15);
-    asymmetric: scale (max - min)/15, zero round(-min/scale). Scales are fp16, and q is
-    computed with the fp16 scale.
+    so g_idx is not sorted. Per group and column, as GPTQ's quantizer: symmetric: scale
+    2*max|w|/15, zero 8; asymmetric: scale (max - min)/15 (range widened to include 0), zero
+    round(-min/scale). Scales are stored in fp16 and q = clamp(round(w/scale) + zero, 0, 15)
+    uses the fp16 scale.
     """
     if checkpoint_format not in FORMATS:
         raise ValueError(f"checkpoint_format: must be one of {FORMATS}, got {checkpoint_format!r}")
