@@ -2,6 +2,7 @@
 a checkpoint packed by a third-party packer (auto-gptq), and bad checkpoints."""
 import importlib.util
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,9 @@ def auto_gptq_quant_linear():
     path = Path(list(spec.submodule_search_locations)[0]) / "nn_modules" / "qlinear" / "qlinear_cuda.py"
     module_spec = importlib.util.spec_from_file_location("auto_gptq_qlinear_cuda", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    with warnings.catch_warnings():  # its imports may warn about newer transformers/torch
+        warnings.simplefilter("ignore")
+        module_spec.loader.exec_module(module)
     return module.QuantLinear
 
 
