@@ -47,9 +47,10 @@ def timed(fn, calls_per_batch, batches=5):
 
 
 class ReadBandwidth:
-    """GB/s of a multithreaded streaming sum (torch's parallel reduction) over 1 GiB. Measured
-    again after every shape; the best figure of the run is the one used (the conservative
-    choice when other work shares the machine)."""
+    """GB/s of a multithreaded streaming sum (torch's parallel reduction) over 1 GiB, measured
+    before the first shape and after every shape. A shape's rows are compared with the higher
+    of the measurements just before and just after it: on a shared machine the bandwidth
+    available drifts during the run, and the higher figure is the conservative choice."""
 
     def __init__(self):
         self.buffer = torch.ones(2**30 // 4, dtype=torch.float32)
@@ -59,9 +60,8 @@ class ReadBandwidth:
         seconds = timed(lambda i: self.buffer.sum(), 1, batches=7)
         self.samples.append(self.buffer.numel() * 4 / seconds / 1e9)
 
-    @property
-    def best(self):
-        return max(self.samples)
+    def around(self, shape_index):
+        return max(self.samples[shape_index], self.samples[shape_index + 1])
 
 
 def random_q4(k, n, group_size, generator):
@@ -103,9 +103,10 @@ def main():
     print(f"working set per case >= {args.min_mb:.0f} MB (weight copies rotated); activations fp16; act-order g_idx")
     print()
     rows = []
-    header = f"{'shape':<12} {'K':>6} {'N':>6} {'g':>4} {'M':>2} {'copies':>6} {'q4 ms':>8} {'GB/s':>6} {'%bw':>5} {'bf16 ms':>8} {'x bf16':>7} {'fp32 ms':>8} {'x fp32':>7}"
-    for label, k, n in LLAMA2_SHAPES:
-        bandwidth.measure()
+    header = (f"{'shape':<12} {'K':>6} {'N':>6} {'g':>4} {'M':>2} {'copies':>6} {'q4 ms':>8} {'GB/s':>6} {'bw GB/s':>7} "
+              f"{'%bw':>5} {'bf16 ms':>8} {'x bf16':>7} {'fp32 ms':>8} {'x fp32':>7}")
+    bandwidth.measure()
+    for shape_index, (label, k, n) in enumerate(LLAMA2_SHAPES):
         dense = {}
         for dtype in (torch.bfloat16, torch.float32):
             weight_bytes = k * n * torch.finfo(dtype).bits // 8
@@ -120,19 +121,20 @@ def main():
             for m in (1, 8):
                 x = torch.randn(m, k, generator=generator).to(torch.float16)
                 seconds = timed(lambda i: mats[i % copies](x), copies)
-                rows.append((label, k, n, group_size, m, copies, seconds, dense[torch.bfloat16, m], dense[torch.float32, m]))
+                rows.append((shape_index, label, k, n, group_size, m, copies, seconds,
+                             dense[torch.bfloat16, m], dense[torch.float32, m]))
             del mats
-    bandwidth.measure()
-    print(f"read bandwidth (streaming sum over 1 GiB, {torch.get_num_threads()} threads): best {bandwidth.best:.1f} GB/s "
-          f"of {len(bandwidth.samples)} measurements ({', '.join(f'{b:.1f}' for b in bandwidth.samples)})")
+        bandwidth.measure()
+    print(f"read bandwidth (streaming sum over 1 GiB, {torch.get_num_threads()} threads), GB/s, before each shape "
+          f"and after the last: {', '.join(f'{b:.1f}' for b in bandwidth.samples)}")
     print()
     print(header)
     print("-" * len(header))
-    for label, k, n, group_size, m, copies, seconds, bf16, fp32 in rows:
+    for shape_index, label, k, n, group_size, m, copies, seconds, bf16, fp32 in rows:
         gbs = q4_bytes(k, n, group_size, m) / seconds / 1e9
-        print(f"{label:<12} {k:>6} {n:>6} {group_size:>4} {m:>2} {copies:>6} {seconds * 1e3:>8.3f} {gbs:>6.1f} "
-              f"{100 * gbs / bandwidth.best:>4.0f}% {bf16 * 1e3:>8.3f} {bf16 / seconds:>6.1f}x {fp32 * 1e3:>8.3f} "
-              f"{fp32 / seconds:>6.1f}x")
+        bw = bandwidth.around(shape_index)
+        print(f"{label:<12} {k:>6} {n:>6} {group_size:>4} {m:>2} {copies:>6} {seconds * 1e3:>8.3f} {gbs:>6.1f} {bw:>7.1f} "
+              f"{100 * gbs / bw:>4.0f}% {bf16 * 1e3:>8.3f} {bf16 / seconds:>6.1f}x {fp32 * 1e3:>8.3f} {fp32 / seconds:>6.1f}x")
 
     print()
     print("GEMM path (M > 16): q4 vs torch fp32 matmul of the dequantized weight (one copy each)")
