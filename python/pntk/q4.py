@@ -97,11 +97,12 @@ class Q4Matrix:
         if not isinstance(qweight, torch.Tensor):
             raise ValueError(f"qweight: must be a torch.Tensor, got {type(qweight).__name__}")
         if qweight.is_cuda:
-            g_idx_cpu = None if g_idx is None else view(g_idx.cpu(), "g_idx")
+            # the CPU copy of g_idx must outlive the call: the view holds only its pointer
+            g_idx_cpu = None if g_idx is None else g_idx.cpu()
             shape = dict(
                 _core.validate_gptq(
                     view(qweight, "qweight"), view(qzeros, "qzeros"), view(scales, "scales"),
-                    g_idx_cpu, _optional_view(bias, "bias"), checkpoint_format,
+                    _optional_view(g_idx_cpu, "g_idx"), _optional_view(bias, "bias"), checkpoint_format,
                 )
             )
             try:
