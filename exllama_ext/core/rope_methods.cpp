@@ -8,20 +8,12 @@
 #include <cstdlib>
 
 #include "core/rope_plan.h"
+#include "core/torch_pow.h"
 
 namespace pntk {
 namespace {
 
 using FloatVector = std::vector<float>;
-
-// p_i = fp32(base) ** (fp32(2i) / fp32(d)): torch's `base ** (arange(0, d, 2).float() / d)`.
-FloatVector position_frequencies(double base, int dim) {
-  const float base_f = static_cast<float>(base);
-  const float dim_f = static_cast<float>(dim);
-  FloatVector p(dim / 2);
-  for (int i = 0; i < dim / 2; ++i) p[i] = std::pow(base_f, static_cast<float>(2 * i) / dim_f);
-  return p;
-}
 
 FloatVector reciprocal(const FloatVector& x) {
   FloatVector out(x.size());
@@ -174,6 +166,13 @@ const MethodTraits& traits(RopeMethod method) {
 }  // namespace
 
 const char* method_name(RopeMethod method) { return traits(method).name; }
+
+std::vector<float> position_frequencies(double base, int dim) {
+  const float dim_f = static_cast<float>(dim);
+  std::vector<float> exponents(dim / 2);
+  for (int i = 0; i < dim / 2; ++i) exponents[i] = static_cast<float>(2 * i) / dim_f;
+  return torch_pow_scalar_base(static_cast<float>(base), exponents);
+}
 
 std::vector<float> RopePlan::inv_freq(int64_t seq_len) const {
   if (seq_len <= 0) seq_len = overrides.static_tables ? max_seq_len : original_max_position_embeddings;
