@@ -22,7 +22,8 @@ fi
 python -m pip install -q --disable-pip-version-check "torch==2.13.0"
 python -m pip install -q --disable-pip-version-check \
   numpy safetensors "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja \
-  pytest "transformers>=5" "jsonschema>=4.18" "gguf>=0.19"
+  pytest "transformers>=5" "jsonschema>=4.18" "gguf>=0.19" \
+  sentencepiece protobuf matplotlib
 # auto-gptq's packer checks pntk's GPTQ loader against third-party packing code (tests only);
 # --no-deps: its own dependencies (accelerate, peft, CUDA wheels) are not needed for that.
 python -m pip install -q --disable-pip-version-check --no-deps --only-binary=auto-gptq "auto-gptq==0.7.1"

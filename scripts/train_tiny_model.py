@@ -63,6 +63,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(handle, "wb") as stream:
         stream.write(data)
+    os.chmod(temporary, 0o644)
     os.replace(temporary, path)
 
 
@@ -156,6 +157,7 @@ def main() -> int:
     handle, temporary = tempfile.mkstemp(dir=out, prefix=".model.safetensors.")
     os.close(handle)
     save_file(tensors, temporary, metadata={"format": "pt"})
+    os.chmod(temporary, 0o644)
     os.replace(temporary, out / "model.safetensors")
     write_atomic(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)

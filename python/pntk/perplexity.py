@@ -168,10 +168,11 @@ def sliding_windows(tokens: int, context: int) -> int:
 def format_table(results: Mapping[str, Mapping[int, float]], marked: Optional[str] = None) -> str:
     """Rows of methods, columns of contexts; `marked` (the config's own method) gets a '*'."""
     contexts = sorted({c for row in results.values() for c in row})
-    width = max(8, *(len(str(c)) + 2 for c in contexts))
-    lines = ["context".ljust(10) + "".join(str(c).rjust(width) for c in contexts)]
-    for method, row in results.items():
-        label = method + (" *" if method == marked else "")
-        cells = "".join((f"{row[c]:.2f}" if c in row else "-").rjust(width) for c in contexts)
-        lines.append(label.ljust(10) + cells)
+    cells = {label: [f"{row[c]:.2f}" if c in row else "-" for c in contexts] for label, row in results.items()}
+    width = 2 + max(len(text) for text in [str(c) for c in contexts] + [t for row in cells.values() for t in row])
+    labels = {label: label + (" *" if label == marked else "") for label in results}
+    first = 2 + max(len("context"), *(len(text) for text in labels.values()))
+    lines = ["context".ljust(first) + "".join(str(c).rjust(width) for c in contexts)]
+    for label, row in cells.items():
+        lines.append(labels[label].ljust(first) + "".join(text.rjust(width) for text in row))
     return "\n".join(lines)

@@ -111,9 +111,12 @@ def make_tiny_model(directory, force: bool = False, log: Optional[Callable[[str]
     try:
         (building / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         (building / "quantize_config.json").write_text(json.dumps(QUANTIZE_CONFIG, indent=2) + "\n")
-        save_file(tensors, str(building / "model.safetensors"), metadata={"format": "pt", "quantized_by": "pntk"})
+        # One metadata key: safetensors writes a map's keys in an order that varies per process.
+        save_file(tensors, str(building / "model.safetensors"), metadata={"format": "pt"})
         for name in TOKENIZER_FILES:
             shutil.copyfile(source / name, building / name)
+        for path in building.iterdir():
+            os.chmod(path, 0o644)
         os.chmod(building, 0o755)
         if target.exists():
             retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
