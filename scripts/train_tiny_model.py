@@ -3,11 +3,13 @@
 Run rarely (a few minutes of CPU), on purpose:  nice python scripts/train_tiny_model.py
 Needs torch, transformers, sentencepiece and protobuf (for tokenizer.json).
 
-Like airophin, in stages (pntk.tiny_model and pntk.tiny_model.corpus say what the data is):
-  1. copy drills at the original length, plain RoPE, until copying is learnt (an induction
-     circuit: a 2-layer model finds it abruptly, after a plateau);
-  2. the corpus (plus some drills) at the original length, plain RoPE;
-  3. a short fine-tune at 4x the length with pntk scaling (the plan from config.json).
+Like airophin, trained at the original length with plain RoPE, then briefly fine-tuned at 4x the
+length with pntk scaling (the plan from config.json). The data (pntk.tiny_model.corpus) are
+corpus documents and copy drills; the stages:
+  1. copy drills only, plain RoPE, until copying works (the model learns to attend a fixed
+     distance back: abruptly, after a plateau);
+  2. the corpus with a quarter of drills, plain RoPE, at the original length;
+  3. the same mix at 4x the length with pntk scaling.
 Writes the fp16 weights, config.json, the tokenizer files and training.json (how they were
 made, with the float model's perplexity table), each through a temporary file.
 """
@@ -38,7 +40,7 @@ from pntk.tiny_model.tokenizer import train_sentencepiece, write_transformers_fi
 TORCH_SEED = 4
 BATCH_TOKENS = 4096
 DRILL_SPAN_WORDS = 64
-COPY_LEARNT_LOSS = 0.5  # nats per copied token: the drill stage ends below this
+COPIED_LOSS = 0.5  # nats per copied drill token: the drill stage ends once the mean is below
 
 
 @dataclass
@@ -53,9 +55,9 @@ class Stage:
 
 
 STAGES = (
-    Stage("copy drills", ORIGINAL_LENGTH, "none", 1.0, steps=900, learning_rate=3e-3, drill_fraction=1.0),
-    Stage("corpus", ORIGINAL_LENGTH, "none", 1.0, steps=300, learning_rate=3e-3, drill_fraction=0.25),
-    Stage("extend x4 (pntk)", EXTENDED_LENGTH, "pntk", None, steps=120, learning_rate=1e-3, drill_fraction=0.25),
+    Stage("copy drills", ORIGINAL_LENGTH, "none", 1.0, steps=600, learning_rate=3e-3, drill_fraction=1.0),
+    Stage("corpus, plain RoPE", ORIGINAL_LENGTH, "none", 1.0, steps=300, learning_rate=3e-3, drill_fraction=0.25),
+    Stage("extend x4, pntk", EXTENDED_LENGTH, "pntk", None, steps=120, learning_rate=1e-3, drill_fraction=0.25),
 )
 
 
@@ -87,10 +89,14 @@ def train_stage(model, config: dict, stage: Stage, rng, sp, log) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=stage.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
     size = BATCH_TOKENS // stage.context
     warmup = 30
+    drills_only = stage.drill_fraction == 1.0
+    # Drill loss once copying works: the first span costs ln(lexicon) a word, the rest COPIED_LOSS.
+    first = DRILL_SPAN_WORDS / stage.context
+    copied = first * math.log(len(corpus.LEXICON)) + (1 - first) * COPIED_LOSS
     losses, started = [], time.time()
     for step in range(stage.steps):
         # Linear warm-up, then cosine decay to a tenth (the drill stage keeps its rate).
-        decay = 1.0 if stage.drill_fraction == 1.0 else 0.55 + 0.45 * math.cos(math.pi * step / stage.steps)
+        decay = 1.0 if drills_only else 0.55 + 0.45 * math.cos(math.pi * step / stage.steps)
         for group in optimizer.param_groups:
             group["lr"] = stage.learning_rate * min(1.0, (step + 1) / warmup) * decay
         input_ids = batch(rng, sp, stage, size)
@@ -101,18 +107,11 @@ def train_stage(model, config: dict, stage: Stage, rng, sp, log) -> dict:
         optimizer.step()
         losses.append(loss.item())
         if step % 25 == 0:
-            log(f"  step {step:4d}  loss {float(loss):.3f}  {time.time() - started:6.1f} s")
-        if stage.drill_fraction == 1.0 and step >= warmup and np.mean(losses[-10:]) < copy_loss_target(stage, sp):
+            log(f"  step {step:4d}  loss {losses[-1]:.3f}  {time.time() - started:6.1f} s")
+        if drills_only and step >= warmup and np.mean(losses[-10:]) < copied:
             break
     return {**asdict(stage), "steps_run": len(losses), "final_loss": float(np.mean(losses[-10:])),
             "seconds": round(time.time() - started, 1), "plan": plan.describe()}
-
-
-def copy_loss_target(stage: Stage, sp) -> float:
-    """Mean drill loss once copying works: the first span is unpredictable (ln of the lexicon
-    size per word), the repeats cost under COPY_LEARNT_LOSS."""
-    first = DRILL_SPAN_WORDS / stage.context
-    return first * math.log(corpus.LEXICON_SIZE) + (1 - first) * COPY_LEARNT_LOSS
 
 
 def main() -> int:
@@ -132,7 +131,7 @@ def main() -> int:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     rng = np.random.default_rng(corpus.TOKENIZER_SEED)
-    text = [line for _ in range(300) for line in corpus.lines(rng, 1000)]
+    text = [sentence for _ in range(300) for sentence in corpus.sentences(rng, 150)]
     write_atomic(out / "tokenizer.model", train_sentencepiece(text, ARCHITECTURE["vocab_size"]))
     sp = sentencepiece.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
     assert sp.vocab_size() == ARCHITECTURE["vocab_size"], sp.vocab_size()

@@ -8,31 +8,19 @@ from pathlib import Path
 
 DEFAULT_MODEL_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pntk" / "tiny-airophin-1k-GPTQ"
 GENERATED_TOKENS = 24
-PROMPT_WORDS_OF_COPY = 3
+PROMPT_TOKENS = 700
 
 
-def retrieval_prompt(tokenizer, original_length: int, extended_length: int):
-    """(prompt ids, expected continuation, distance): a held-out corpus document cut after the
-    first words of a line that is a copy of one more than `original_length` tokens back, the
-    prompt and its continuation within `extended_length` tokens."""
+def topic_prompt(tokenizer, prompt_tokens: int) -> tuple[list[int], set]:
+    """(ids, nouns): the first `prompt_tokens` tokens of a held-out corpus document, and the
+    nouns they contain (the document's topic, as far as it has shown)."""
     import numpy as np
 
     from ..tiny_model import corpus
 
-    rng = np.random.default_rng(corpus.EVALUATION_SEED)
-    encode = lambda text: [tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
-    while True:
-        lines = corpus.lines(rng, extended_length)
-        for index, line in enumerate(lines):
-            if line not in lines[:index]:
-                continue
-            words = line.split(" ")
-            prompt = encode(" ".join(lines[:index] + words[:PROMPT_WORDS_OF_COPY]))
-            if len(prompt) + GENERATED_TOKENS > extended_length:
-                break
-            distance = len(prompt) - len(encode(" ".join(lines[: lines.index(line)])))
-            if distance > original_length:
-                return prompt, " ".join(words[PROMPT_WORDS_OF_COPY:]), distance
+    text = corpus.document(np.random.default_rng(corpus.EVALUATION_SEED), prompt_tokens)
+    ids = ([tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False).input_ids)[:prompt_tokens]
+    return ids, set(tokenizer.decode(ids, skip_special_tokens=True).split()) & set(corpus.NOUNS)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -43,7 +31,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     from .. import perplexity
     from ..integrations.gptq_llama import load_llama, read_config
-    from ..tiny_model import EXTENDED_LENGTH, ORIGINAL_LENGTH, SCALING_FACTOR
+    from ..tiny_model import EXTENDED_LENGTH, ORIGINAL_LENGTH, SCALING_FACTOR, corpus
     from ..tiny_model.generator import make_tiny_model
     from .perplexity import run_table
 
@@ -63,25 +51,21 @@ def _demo(args: argparse.Namespace) -> int:
     q4_modules = sum(type(m).__name__ == "Q4Linear" for m in model.modules())
     print(f"{q4_modules} projections run pntk's 4-bit matmul (CPU kernel: {pntk.build_info().get('cpu_kernel', '?')})")
 
-    print(f"== 3. generation: finishing a line first seen more than {ORIGINAL_LENGTH} tokens back")
+    print(f"== 3. generation: continuing a {PROMPT_TOKENS}-token document (beyond the original {ORIGINAL_LENGTH})")
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    prompt, expected, distance = retrieval_prompt(tokenizer, ORIGINAL_LENGTH, EXTENDED_LENGTH)
+    prompt, topic = topic_prompt(tokenizer, PROMPT_TOKENS)
     with torch.no_grad():
         output = model.generate(
             torch.tensor([prompt]), max_new_tokens=GENERATED_TOKENS, do_sample=False,
             pad_token_id=tokenizer.eos_token_id,
         )
-    generated = tokenizer.decode(output[0, len(prompt):], skip_special_tokens=True).strip()
-    tail = tokenizer.decode(prompt[-24:], skip_special_tokens=True).strip()
-    matched = 0
-    for got, want in zip(generated.split(" "), expected.split(" ")):
-        if got != want:
-            break
-        matched += 1
-    print(f"prompt ({len(prompt)} tokens, ends): ... {tail}")
-    print(f"generated: {generated}")
-    print(f"the line's first occurrence, {distance} tokens back, continues: {expected}")
-    print(f"{matched} words copied correctly from {distance} tokens back")
+    generated = tokenizer.decode(output[0, len(prompt):], skip_special_tokens=True).split()
+    nouns = [word for word in generated if word in corpus.NOUNS]
+    on_topic = sum(noun in topic for noun in nouns)
+    print(f"prompt ends: ... {tokenizer.decode(prompt[-16:], skip_special_tokens=True)}")
+    print(f"generated:  {' '.join(generated)}")
+    print(f"{on_topic} of {len(nouns)} generated nouns belong to the document's topic "
+          f"(the {len(topic)} of the {len(corpus.NOUNS)} nouns that appear in the prompt)")
 
     config = read_config(directory)
     contexts = perplexity.default_contexts(config)

@@ -1,66 +1,62 @@
-"""The built-in synthetic corpus: documents whose later lines repeat earlier ones.
+"""The built-in synthetic corpus: documents with long-range structure.
 
-The language: LEXICON_SIZE made-up two-syllable words ("bamo", "tike", ...). A line is 5 to 12
-random words and a full stop. Line j of a document is new with probability w / (j + w),
-otherwise an exact copy of one earlier distinct line chosen uniformly, so usually far back (a
-Chinese restaurant process without the rich-get-richer pick). Once its first word is seen, a
-repeated line is predictable only by looking back to its first occurrence; a new word costs
-ln(LEXICON_SIZE) nats. So the more of a document a model can use, the lower its perplexity,
-and a model whose RoPE breaks beyond some position loses that gain. A two-layer model copies
-by an induction circuit (attend to what followed the last occurrence of the current word).
-Copy drills (a random span of words, repeated) teach a small model to copy at all.
+Sentences follow one pattern, "the ADJ NOUN VERB the NOUN .", so a model must track where it
+is in a sentence (attention by relative position). Each document has its own topic: the nouns
+come from TOPIC_NOUNS of the NOUNS, drawn with Zipf frequencies (the k-th topic noun with
+probability proportional to 1/k), adjectives and verbs from all of theirs. The more of a
+document a model has seen, the better it knows the topic, and rare topic nouns keep turning up
+for the first time hundreds of tokens in: perplexity keeps falling past the original length,
+if the model's RoPE lets it attend that far.
+Copy drills (a random span of words, written again and again) teach attention to a fixed
+distance far back; they are mixed into training, not into the evaluation documents.
 """
 from __future__ import annotations
 
 import numpy as np
 
-# Seeds: the lexicon, the tokenizer's training text and the training stream draw from their
-# own; held-out evaluation documents (pntk perplexity, pntk demo) from EVALUATION_SEED.
-LEXICON_SEED = 0
+# Seeds: the tokenizer's training text, the training stream and the held-out evaluation
+# documents (pntk perplexity, pntk demo) draw from their own.
 TOKENIZER_SEED = 1
 TRAINING_SEED = 2
 EVALUATION_SEED = 3
 
-CONSONANTS = "bdfgklmnprstvz"
-VOWELS = "aeiou"
-LEXICON_SIZE = 256
-LINE_WORDS = (5, 12)
-NEW_LINE_WEIGHT = 12.0
+ADJECTIVES = (
+    "red blue green small large old young quiet loud bright dark warm cold soft hard quick "
+    "slow happy sad brave calm wild gentle proud tired clever lazy busy empty heavy light rich"
+).split()
+NOUNS = (
+    "cat dog bird fish horse mouse lion tiger bear wolf fox owl frog snake rabbit goat "
+    "king queen child farmer sailor doctor baker painter singer teacher student hunter "
+    "river mountain forest garden castle bridge tower village island desert ocean meadow "
+    "apple bread cheese honey lemon onion pepper carrot cake soup stone coin ring lamp "
+    "book letter map key door window table chair ship wagon drum bell rope sword shield"
+).split()
+VERBS = (
+    "sees finds likes takes keeps paints follows carries watches moves guards visits "
+    "builds breaks hides helps calls meets feeds washes opens closes"
+).split()
+LEXICON = tuple(ADJECTIVES + NOUNS + VERBS)
+
+TOPIC_NOUNS = 24
+TOPIC_PROBABILITIES = 1.0 / np.arange(1, TOPIC_NOUNS + 1)
+TOPIC_PROBABILITIES /= TOPIC_PROBABILITIES.sum()
 
 
-def _lexicon() -> tuple[str, ...]:
-    syllables = [c + v for c in CONSONANTS for v in VOWELS]
-    words = [a + b for a in syllables for b in syllables]
-    chosen = np.random.default_rng(LEXICON_SEED).choice(len(words), size=LEXICON_SIZE, replace=False)
-    return tuple(words[i] for i in sorted(chosen))
-
-
-LEXICON = _lexicon()
-
-
-def random_words(rng: np.random.Generator, count: int) -> str:
-    return " ".join(LEXICON[i] for i in rng.integers(len(LEXICON), size=count))
-
-
-def lines(rng: np.random.Generator, words: int, new_line_weight: float = NEW_LINE_WEIGHT) -> list[str]:
-    """The lines of one document of at least `words` words (about 1.1 tokens each)."""
-    distinct: list[str] = []
-    stream: list[str] = []
-    count = 0
-    while count < words:
-        if rng.random() < new_line_weight / (len(stream) + new_line_weight):
-            low, high = LINE_WORDS
-            distinct.append(random_words(rng, int(rng.integers(low, high + 1))) + " .")
-            stream.append(distinct[-1])
-        else:
-            stream.append(distinct[rng.integers(len(distinct))])
-        count += stream[-1].count(" ")
-    return stream
+def sentences(rng: np.random.Generator, count: int) -> list[str]:
+    """`count` sentences of one document (7 tokens each)."""
+    topic = [NOUNS[i] for i in rng.choice(len(NOUNS), size=TOPIC_NOUNS, replace=False)]
+    nouns = rng.choice(len(topic), size=(count, 2), p=TOPIC_PROBABILITIES)
+    adjectives = rng.integers(len(ADJECTIVES), size=count)
+    verbs = rng.integers(len(VERBS), size=count)
+    return [
+        f"the {ADJECTIVES[a]} {topic[n1]} {VERBS[v]} the {topic[n2]} ."
+        for a, (n1, n2), v in zip(adjectives, nouns, verbs)
+    ]
 
 
 def document(rng: np.random.Generator, words: int) -> str:
-    """One document of at least `words` words."""
-    return " ".join(lines(rng, words))
+    """One document of at least `words` words (a word or full stop is one token)."""
+    return " ".join(sentences(rng, -(-words // 7)))
 
 
 def documents(seed: int, count: int, words: int) -> list[str]:
@@ -70,6 +66,7 @@ def documents(seed: int, count: int, words: int) -> list[str]:
 
 
 def copy_drill(rng: np.random.Generator, span_words: int, words: int) -> str:
-    """A span of `span_words` random words, repeated to at least `words` words (teaches copying)."""
-    span = random_words(rng, span_words)
+    """A span of `span_words` random words, repeated to at least `words` words: each word is
+    the one `span_words` back, which a small model learns to fetch by relative position."""
+    span = " ".join(LEXICON[i] for i in rng.integers(len(LEXICON), size=span_words))
     return " ".join([span] * -(-words // span_words))
