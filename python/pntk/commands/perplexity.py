@@ -118,9 +118,19 @@ def load_text_tokens(path: str, tokenizer) -> list[int]:
     return bos + list(ids)
 
 
+def quiet_transformers() -> None:
+    """No Transformers progress bars or advice on stderr: the command shows its own progress."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
 def _perplexity(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoTokenizer
+
+    quiet_transformers()
 
     from .. import perplexity
     from ..integrations.gptq_llama import is_gptq, load_llama, read_config
