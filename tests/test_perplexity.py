@@ -58,6 +58,17 @@ def test_rope_config_factor_override_and_plain_models():
         perplexity.rope_config(plain, "superhot")
 
 
+def test_rope_config_reads_transformers5_rope_parameters():
+    config = {k: v for k, v in AIROPHIN_LIKE.items() if k not in ("original_max_position_embeddings", "rope_theta")}
+    config["rope_parameters"] = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128,
+                                 "rope_theta": 500000.0}
+    for method in ("none", "pntk", "linear"):
+        plan = pntk.RopePlan.from_config(perplexity.rope_config(config, method))
+        assert (plan.method, plan.theta) == (method, 500000.0)
+        if method != "none":
+            assert (plan.original_max_position_embeddings, plan.extended_max_position_embeddings) == (128, 512)
+
+
 def test_default_contexts_run_from_an_eighth_of_the_original_to_the_extended_length():
     assert perplexity.default_contexts(AIROPHIN_LIKE) == [16, 32, 64, 128, 256, 512]
     assert perplexity.default_contexts({"max_position_embeddings": 1000, "original_max_position_embeddings": 250}) == [
@@ -122,6 +133,14 @@ def test_sliding_protocol_matches_transformers_recipe(seed, generator):
         assert got == pytest.approx(reference_sliding(model, tokens, context), rel=1e-5)
         assert len(steps) == perplexity.sliding_windows(len(tokens), context)
         steps.clear()
+
+
+def test_too_short_inputs_are_errors(seed):
+    model = random_model(seed)
+    with pytest.raises(ValueError, match="each must have at least 64 tokens"):
+        perplexity.truncated(model, [[1] * 64, [1] * 63], 64)
+    with pytest.raises(ValueError, match="need at least 2 tokens"):
+        perplexity.sliding(model, [1], 64)
 
 
 def test_non_finite_logits_are_an_error(seed, generator):

@@ -128,6 +128,8 @@ def _check_finite(total: float, where: str) -> None:
 
 def truncated(model, documents: Sequence[Sequence[int]], context: int, batch_size: int = 4, step=None) -> float:
     """Perplexity of the first `context` tokens of every document (each at least that long)."""
+    if not documents or min(map(len, documents)) < context:
+        raise ValueError(f"documents: each must have at least {context} tokens (the context)")
     total, count = 0.0, 0
     for start in range(0, len(documents), batch_size):
         batch = torch.tensor([list(doc[:context]) for doc in documents[start : start + batch_size]])
@@ -142,6 +144,8 @@ def truncated(model, documents: Sequence[Sequence[int]], context: int, batch_siz
 
 def sliding(model, tokens: Sequence[int], context: int, step=None) -> float:
     """Perplexity of a token stream scored in windows of `context` tokens advancing by context/2."""
+    if len(tokens) < 2 or context < 2:
+        raise ValueError(f"tokens: need at least 2 tokens and a context of 2, got {len(tokens)} and {context}")
     stride = max(context // 2, 1)
     total, count, scored_until = 0.0, 0, 1  # token 0 has no context: never scored
     for begin in range(0, len(tokens) - 1, stride):
