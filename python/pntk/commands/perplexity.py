@@ -86,7 +86,9 @@ def write_plot(path: str, results: dict, title: str) -> None:
     for label, row in results.items():
         contexts = sorted(row)
         axes.plot(contexts, [row[c] for c in contexts], marker="o", label=label)
+    contexts = sorted({c for row in results.values() for c in row})
     axes.set_xscale("log", base=2)
+    axes.set_xticks(contexts, [str(c) for c in contexts])
     axes.set_yscale("log")
     axes.set_xlabel("context length (tokens)")
     axes.set_ylabel("perplexity")
@@ -176,7 +178,7 @@ def _perplexity(args: argparse.Namespace) -> int:
     results = run_table(model, plans, contexts, args.protocol, documents=documents, tokens=tokens)
     print(perplexity.format_table(results))
     if args.plot:
-        write_plot(args.plot, results, f"{Path(args.model_dir).name}: {perplexity.PROTOCOLS[args.protocol]}")
+        write_plot(args.plot, results, f"{Path(args.model_dir).name}, {args.protocol} protocol: {source}")
         print(f"wrote {args.plot}")
     return 0
 
