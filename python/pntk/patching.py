@@ -126,7 +126,7 @@ def parse_patch(text: bytes, source: str) -> FilePatch:
                 raise PatchError(f"{source}: line {index}: unexpected line in a hunk: {body[:40]!r}")
             previous_tag = tag
         if len(old) != old_count or len(new) != new_count:
-            raise PatchError(f"{source}: @@ -{match.group(1)}: hunk is truncated")
+            raise PatchError(f"{source}: @@ -{int(match.group(1))}: hunk is truncated")
         hunks.append(Hunk(int(match.group(1)), old, new))
     if path is None or not hunks:
         raise PatchError(f"{source}: (patch): not a unified diff with a b/ path and hunks")

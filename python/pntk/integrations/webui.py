@@ -117,13 +117,12 @@ def _hf_model(output):
     return inner if inner is not None and hasattr(inner, "config") and hasattr(model, "quantize_config") else model
 
 
-def _raise_autogptq_input_length(model, length: int):
+def _raise_autogptq_input_length(model, length: int) -> None:
     """AutoGPTQ's exllama backend (act-order) sizes a buffer for 2048 input tokens by default."""
-    from auto_gptq import exllama_set_max_input_length
-
     if any(type(m).__module__.endswith("qlinear_exllama") for m in model.modules()):
-        return exllama_set_max_input_length(model, length)
-    return model
+        from auto_gptq import exllama_set_max_input_length
+
+        exllama_set_max_input_length(model, length)
 
 
 def run_loader(load, model_name, loader: str):
