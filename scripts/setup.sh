@@ -23,6 +23,9 @@ python -m pip install -q --disable-pip-version-check "torch==2.13.0"
 python -m pip install -q --disable-pip-version-check \
   numpy safetensors "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja \
   pytest "transformers>=5" "jsonschema>=4.18"
+# PyPI's exllama 0.1.0 (pure Python, its CUDA code is built only on import of cuda_ext): the
+# integration tests run its real ExLlamaConfig. --no-deps: it pins old safetensors and ninja.
+python -m pip install -q --disable-pip-version-check --no-deps "exllama==0.1.0"
 
 cuda_archs="${PNTK_CUDA_ARCHS:-75;80;86;89;90}"
 python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e . \

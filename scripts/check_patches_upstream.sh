@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Developer check of patches/ against local checkouts of the pinned upstream revisions (CI never
+# sees them; this script fetches nothing). Each target is copied to a temporary directory, never
+# edited in place. For every target it proves, with the installed `pntk`:
+#   check says "not applied" -> apply -> every patched file py_compiles -> check says "applied"
+#   -> a second apply says "already applied" -> revert restores the tree byte for byte (diff -r)
+#   -> the same patch files give the same bytes with `git apply` and with `patch -p1`.
+# For ExLlama it also imports the patched model.py (its CUDA extension stubbed) and runs the
+# patched ExLlamaConfig on the built-in airophin config.
+#
+#   scripts/check_patches_upstream.sh [--exllama DIR] [--exllama-pip DIR] [--webui DIR]
+#     --exllama DIR      a turboderp/exllama checkout at 3b013cd (the directory holding model.py)
+#     --exllama-pip DIR  the `exllama` package directory of jllllll/exllama 0.0.17 (holds model.py)
+#     --webui DIR        an oobabooga/text-generation-webui checkout at tag 1.6.1 (019371c0)
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+declare -a targets=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --exllama|--exllama-pip) targets+=("exllama:$2"); shift 2 ;;
+    --webui) targets+=("text-generation-webui:$2"); shift 2 ;;
+    *) echo "check_patches_upstream: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[ ${#targets[@]} -gt 0 ] || { sed -n '2,16p' "$0" >&2; exit 2; }
+
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+failures=0
+
+patched_files() {  # the paths of the layout that matched, one per line
+  python - "$1" "$2" <<'EOF'
+import sys
+from pntk import patching
+state = patching.inspect_target(sys.argv[1], sys.argv[2])
+print("\n".join(entry.path for entry in state.layout.files))
+EOF
+}
+
+exllama_smoke() {  # import the patched model.py with a stub CUDA extension; run ExLlamaConfig
+  PNTK_QUIET=1 python - "$1" <<'EOF'
+import importlib.util, sys, types
+from pntk.examples import example_path
+from pntk.integrations import exllama
+directory = sys.argv[1]
+stub = types.ModuleType("cuda_ext")
+sys.modules["cuda_ext"] = stub
+package = types.ModuleType("exllama")
+package.__path__ = [directory]
+sys.modules["exllama"], sys.modules["exllama.cuda_ext"] = package, stub
+spec = importlib.util.spec_from_file_location("exllama.model", f"{directory}/model.py")
+model = importlib.util.module_from_spec(spec)
+sys.modules["exllama.model"] = model
+spec.loader.exec_module(model)
+assert exllama.status(model) == exllama.PATCHED, exllama.status(model)
+config = model.ExLlamaConfig(f"{example_path('airophin')}/config.json")
+config.alpha_value = 2.0
+config.calculate_rotary_embedding_base()
+plan = exllama.plan_for(config)
+assert (config.max_seq_len, plan.method, plan.factor) == (16384, "pntk", 4), (config.max_seq_len, plan.describe())
+print(f"    patched ExLlamaConfig: max_seq_len {config.max_seq_len}; {plan.describe()}")
+EOF
+}
+
+for entry in "${targets[@]}"; do
+  runner="${entry%%:*}" source="${entry#*:}"
+  name="$(basename "$source")"
+  echo "== $runner: $source"
+  work="$scratch/$runner-$name" && rm -rf "$work" && mkdir -p "$work"
+  cp -a "$source" "$work/original" && cp -a "$source" "$work/tree"
+  (
+    set -e
+    pntk patch check --runner "$runner" --target "$work/tree" | sed -n 1p | grep -q ": not applied$"
+    pntk patch apply --runner "$runner" --target "$work/tree"
+    mapfile -t files < <(patched_files "$runner" "$work/tree")
+    for file in "${files[@]}"; do python -m py_compile "$work/tree/$file"; echo "    py_compile $file: ok"; done
+    pntk patch check --runner "$runner" --target "$work/tree" | sed -n 1p | grep -q ": applied$"
+    pntk patch apply --runner "$runner" --target "$work/tree" | grep -q "already applied$"
+    if [ "$runner" = exllama ]; then exllama_smoke "$work/tree"; fi
+    for tool in "git apply" "patch -p1 -s"; do
+      rm -rf "$work/other" && cp -a "$source" "$work/other"
+      for file in "${files[@]}"; do
+        patch_file="$(python -c "from pntk import patching; m = patching.load_manifest('$runner'); print(next(e.patch_file for l in m.layouts for e in l.files if e.path == '$file'))")"
+        (cd "$work/other" && $tool < "$patch_file")
+      done
+      for file in "${files[@]}"; do cmp -s "$work/tree/$file" "$work/other/$file"; done
+      echo "    $tool: same bytes as pntk patch apply"
+    done
+    find "$work/tree" -name __pycache__ -prune -exec rm -rf {} +
+    pntk patch revert --runner "$runner" --target "$work/tree"
+    diff -r "$work/original" "$work/tree" >/dev/null
+    echo "    revert: tree identical to the original"
+  ) && echo "   PASS $runner $source" || { echo "   FAIL $runner $source"; failures=$((failures + 1)); }
+done
+exit $(( failures > 0 ? 1 : 0 ))
