@@ -19,22 +19,32 @@ inline double round_to_format(double x, int fraction_bits, int min_exponent) {
   return std::nearbyint(x / quantum) * quantum;
 }
 
+// Round-to-nearest-even on the raw double bits: keep the top `kept` of the 52 fraction bits and
+// round on the rest; a carry out of the fraction correctly bumps the exponent (and overflows to inf).
+inline uint64_t round_fraction_bits(uint64_t magnitude_bits, int dropped) {
+  const uint64_t kept = magnitude_bits >> dropped;
+  const uint64_t rest = magnitude_bits & ((uint64_t{1} << dropped) - 1);
+  const uint64_t half = uint64_t{1} << (dropped - 1);
+  return kept + (rest > half || (rest == half && (kept & 1)));
+}
+
 // fp16: 10 fraction bits, emin -14, max 65504.
 inline uint16_t double_to_half_bits(double x) {
-  const double r = round_to_format(x, 10, -14);
-  const float f = static_cast<float>(r);  // exact: r has <= 11 significant bits
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
-  if (std::isnan(r)) return static_cast<uint16_t>(sign | 0x7e00u);
-  const double magnitude = std::fabs(r);
-  if (magnitude > 65504.0) return static_cast<uint16_t>(sign | 0x7c00u);
-  if (magnitude < 6.103515625e-05) {  // subnormal: value = m * 2^-24
-    return static_cast<uint16_t>(sign | static_cast<uint16_t>(magnitude * 16777216.0));
+  uint64_t u;
+  std::memcpy(&u, &x, sizeof u);
+  const uint16_t sign = static_cast<uint16_t>((u >> 48) & 0x8000u);
+  const uint64_t magnitude = u & 0x7fffffffffffffffull;
+  const int exponent = static_cast<int>(magnitude >> 52) - 1023;
+  if (exponent > 1023) return static_cast<uint16_t>(sign | (magnitude & 0xfffffffffffffull ? 0x7e00u : 0x7c00u));
+  if (exponent >= 16) return static_cast<uint16_t>(sign | 0x7c00u);
+  if (exponent >= -14) {
+    // Rebias the exponent from 1023 to 15 in place, then drop 42 fraction bits.
+    const uint64_t rebased = magnitude - (static_cast<uint64_t>(1023 - 15) << 52);
+    const uint64_t rounded = round_fraction_bits(rebased, 42);
+    return static_cast<uint16_t>(sign | (rounded > 0x7c00u ? 0x7c00u : rounded));
   }
-  const uint32_t exponent = ((u >> 23) & 0xffu) - 127u + 15u;
-  const uint32_t mantissa = (u >> 13) & 0x3ffu;
-  return static_cast<uint16_t>(sign | (exponent << 10) | mantissa);
+  // Subnormal (or zero): a multiple of 2^-24, rounded in double (x * 2^24 is exact).
+  return static_cast<uint16_t>(sign | static_cast<uint16_t>(std::nearbyint(std::fabs(x) * 16777216.0)));
 }
 
 // bf16: the top 16 bits of an fp32 (7 fraction bits, emin -126).

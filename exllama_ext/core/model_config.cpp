@@ -1,7 +1,6 @@
 #include "core/model_config.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -120,10 +119,6 @@ class FieldReader {
   std::string prefix_;
 };
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
 
 // "line L, column C" of a byte offset (1-based, as editors count).
 std::string line_column(const std::string& text, size_t byte) {
@@ -164,11 +159,11 @@ std::optional<RopeScalingFields> read_scaling(const json& root, const std::strin
 
   const auto type = fields.string("type");
   const auto rope_type = fields.string("rope_type");
-  if (type && rope_type && lower(*type) != lower(*rope_type))
+  if (type && rope_type && *type != *rope_type)
     fields.fail("type", "\"" + *type + "\" disagrees with rope_type \"" + *rope_type + "\"");
   RopeScalingFields scaling;
   scaling.key = key;
-  scaling.type = lower(rope_type ? *rope_type : type ? *type : "default");
+  scaling.type = rope_type ? *rope_type : type ? *type : "default";
   if (scaling.type == "default" || scaling.type == "none") return std::nullopt;
 
   scaling.factor = fields.number("factor");

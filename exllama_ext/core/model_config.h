@@ -11,7 +11,7 @@ namespace pntk {
 // rope_scaling (Transformers 4.x) or rope_parameters (Transformers 5), as written.
 struct RopeScalingFields {
   std::string key;   // "rope_scaling" or "rope_parameters": the prefix of error field names
-  std::string type;  // "type" or "rope_type", lower case; "default"/"none" never reach here
+  std::string type;  // "type" or "rope_type" as written; "default"/"none" never reach here
   std::optional<double> factor;
   std::optional<int64_t> original_max_position_embeddings;
   std::optional<double> attention_factor;

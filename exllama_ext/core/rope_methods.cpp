@@ -8,19 +8,20 @@
 #include <cstdlib>
 
 #include "core/rope_plan.h"
+#include "core/torch_pow.h"
 
 namespace pntk {
 namespace {
 
 using FloatVector = std::vector<float>;
 
-// p_i = fp32(base) ** (fp32(2i) / fp32(d)): torch's `base ** (arange(0, d, 2).float() / d)`.
+// p_i = fp32(base) ** (fp32(2i) / fp32(d)): torch's `base ** (arange(0, d, 2).float() / d)`,
+// with torch's own CPU pow (see torch_pow.h).
 FloatVector position_frequencies(double base, int dim) {
-  const float base_f = static_cast<float>(base);
   const float dim_f = static_cast<float>(dim);
-  FloatVector p(dim / 2);
-  for (int i = 0; i < dim / 2; ++i) p[i] = std::pow(base_f, static_cast<float>(2 * i) / dim_f);
-  return p;
+  FloatVector exponents(dim / 2);
+  for (int i = 0; i < dim / 2; ++i) exponents[i] = static_cast<float>(2 * i) / dim_f;
+  return torch_pow_scalar_base(static_cast<float>(base), exponents);
 }
 
 FloatVector reciprocal(const FloatVector& x) {

@@ -7,12 +7,13 @@ import sys
 from collections.abc import Mapping
 from typing import Optional, Union
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from . import _core
 from ._core import ConfigError
-from ._tensor import TABLE_DTYPE_CODES
+
+if TYPE_CHECKING:  # torch is imported on first use: `pntk inspect` and `validate` never need it
+    import torch
 
 PathOrConfig = Union[str, os.PathLike, Mapping]
 
@@ -62,6 +63,8 @@ class RopePlan:
         )
         if isinstance(path_or_dict, Mapping):
             return cls(_core.plan_from_json(_config_text(path_or_dict), "<dict>", **overrides))
+        if not isinstance(path_or_dict, (str, os.PathLike)):
+            raise TypeError(f"path_or_dict: expected a path or a dict, got {type(path_or_dict).__name__}")
         return cls(_core.plan_from_file(os.fspath(path_or_dict), **overrides))
 
     # -- what the plan says ---------------------------------------------------------------
@@ -82,21 +85,29 @@ class RopePlan:
     source = property(lambda self: self._plan.source, doc="the config.json path, or <dict>")
     core = property(lambda self: self._plan, doc="the pntk._core.RopePlan (for kernels)")
 
-    def inv_freq(self, seq_len: Optional[int] = None) -> torch.Tensor:
+    def inv_freq(self, seq_len: Optional[int] = None) -> "torch.Tensor":
         """fp32 inverse frequencies [rotary_dim/2]; seq_len matters to dynamic and longrope."""
+        import torch
+
         return torch.from_numpy(self._plan.inv_freq(int(seq_len or 0)))
 
     def tables(
         self,
         seq_len: Optional[int] = None,
-        dtype: torch.dtype = torch.float16,
-        device: Union[str, torch.device] = "cpu",
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype: "torch.dtype" = None,
+        device: Union[str, "torch.device"] = "cpu",
+    ) -> tuple["torch.Tensor", "torch.Tensor"]:
         """(cos, sin), each [seq_len, rotary_dim] in NeoX layout, attention factor folded in.
 
         ``seq_len`` defaults to max_seq_len; for the dynamic method it is also the current
-        sequence length the base is evaluated at.
+        sequence length the base is evaluated at. ``dtype`` defaults to torch.float16.
         """
+        import numpy as np
+        import torch
+
+        from ._tensor import TABLE_DTYPE_CODES
+
+        dtype = torch.float16 if dtype is None else dtype
         if dtype not in TABLE_DTYPE_CODES:
             raise ValueError(f"dtype: must be torch.float32, float16 or bfloat16, got {dtype}")
         length = self.max_seq_len if seq_len is None else int(seq_len)

@@ -114,3 +114,25 @@ TEST(FloatRound, HalfAndBfloat16RoundToNearestEven) {
 
 }  // namespace
 }  // namespace pntk
+
+namespace pntk {
+namespace {
+
+// The bit-level fp16 rounding agrees with the generic round-once path on random doubles.
+TEST(FloatRound, HalfBitsAgreeWithGenericRounding) {
+  uint64_t state = 0x9e3779b97f4a7c15ull;
+  for (int i = 0; i < 200000; ++i) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    const double x = std::ldexp(static_cast<double>(state >> 11) / 9007199254740992.0 - 0.5, (i % 44) - 28);
+    const double r = round_to_format(x, 10, -14);
+    const uint16_t bits = double_to_half_bits(x);
+    if (std::fabs(r) > 65504.0) {
+      EXPECT_EQ(bits & 0x7fff, 0x7c00) << x;
+    } else {
+      EXPECT_EQ(static_cast<double>(half_bits_to_float(bits)), r) << x;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace pntk

@@ -6,12 +6,9 @@ import json
 import os
 import tempfile
 
-import numpy as np
-import torch
-
 from ..rope import RopePlan
 
-TABLE_DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
+TABLE_DTYPES = ["bfloat16", "float16", "float32"]
 
 
 def _add_plan_arguments(parser: argparse.ArgumentParser, path_required: bool = True) -> None:
@@ -50,7 +47,7 @@ def _plan(args: argparse.Namespace) -> RopePlan:
 
 def plan_details(plan: RopePlan) -> dict:
     """Everything the plan decided, as plain JSON-able values."""
-    inv_freq = plan.inv_freq(plan.max_seq_len).tolist()
+    inv_freq = plan.core.inv_freq(plan.max_seq_len).tolist()  # numpy: no torch import for inspect
     return {
         "source": plan.source,
         "method": plan.method,
@@ -96,8 +93,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _rope_table(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
     plan = _plan(args)
-    dtype = TABLE_DTYPES[args.dtype]
+    dtype = getattr(torch, args.dtype)
     seq_len = plan.max_seq_len if args.seq_len is None else args.seq_len
     if seq_len <= 0:
         raise ValueError(f"<command line>: --seq-len: must be positive, got {seq_len}")
@@ -145,5 +145,5 @@ def register(subparsers) -> None:
     _add_plan_arguments(table)
     table.add_argument("--out", required=True, metavar="FILE.npz")
     table.add_argument("--seq-len", type=int, help="rows (default: the extended length)")
-    table.add_argument("--dtype", choices=sorted(TABLE_DTYPES), default="float16")
+    table.add_argument("--dtype", choices=TABLE_DTYPES, default="float16")
     table.set_defaults(handler=_rope_table)
