@@ -136,6 +136,23 @@ def test_unpatched_exllama_gets_the_runtime_hook(capsys):
         del sys.modules[spec.name]
 
 
+@pytest.mark.parametrize("loader", ["ExLlama", "ExLlama_HF"])
+def test_exllama_loaders_show_the_plan_of_the_loaded_config(loader, tmp_path):
+    spec = importlib.util.spec_from_file_location("standin_exllama_menu", STANDINS / "exllama_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    exllama.install(module)
+    config = module.ExLlamaConfig(AIROPHIN / "config.json")
+    config.compress_pos_emb = 2.0
+    if loader == "ExLlama":  # ExllamaModel.from_pretrained returns (model, model), .config is ExLlama's
+        output = (types.SimpleNamespace(config=config),) * 2
+    else:  # ExllamaHF: .config is a Transformers PretrainedConfig, ExLlama's is .ex_config
+        output = types.SimpleNamespace(config=object(), ex_config=config)
+    assert webui.after_load(output, tmp_path, loader, types.SimpleNamespace(**WEBUI_ARGS)) is output
+    assert re.fullmatch(r"\n\nRoPE: pntk, scaling factor 4 \(4096 -> 16384 positions\).*compress_pos_emb=2.*",
+                        webui.menu_note())
+
+
 def test_accepting_rope_scaling_is_a_no_op_on_transformers_5():
     from transformers import LlamaConfig
 

@@ -143,7 +143,8 @@ def after_load(output, model_path: Path, loader: str, args):
         return output
     if loader in EXLLAMA_LOADERS:
         model = output[0] if isinstance(output, tuple) else output
-        _last_plan = exllama.plan_for(model.model.config if hasattr(model, "model") else model.ex_config)
+        # ExllamaHF keeps the ExLlamaConfig as .ex_config (its .config is Transformers'); ExllamaModel as .config
+        _last_plan = exllama.plan_for(getattr(model, "ex_config", None) or model.config)
         return output
     if not (model_path / "config.json").is_file():
         return output
