@@ -33,6 +33,7 @@ def standin(monkeypatch):
     """A fresh stand-in module (the hook changes its classes), hooked by pntk."""
     spec = importlib.util.spec_from_file_location("standin_exllama_model", STANDIN)
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)
     monkeypatch.delenv("PNTK_QUIET", raising=False)
     monkeypatch.delenv(exllama.Q4_SWITCH, raising=False)
@@ -57,12 +58,16 @@ def test_unpatched_module_is_reported_as_such(standin, capsys):
 def test_hooked_exllama_uses_pntk_tables_and_reports_once_per_device(standin, tmp_path, capsys):
     exllama.install(standin)
     assert exllama.report(standin) == exllama.HOOKED
+    capsys.readouterr()
+    standin.ExLlamaConfig(AIROPHIN)
     config = standin.ExLlamaConfig(AIROPHIN)
     assert config.max_seq_len == 16384  # the extended length, not ExLlama's 2048
     config.max_seq_len = 4096
     config.device_map.layers = ["cpu", "meta", "cpu"]
     model = standin.ExLlama(config)
-    reports = REPORT.findall(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert out.count(f"pntk: exllama {STANDIN}: {exllama.HOOKED}\n") == 1  # which model.py, once
+    reports = REPORT.findall(out)
     assert [(method, factor, device) for method, factor, _, device in reports] == [
         ("pntk", "4", "cpu"), ("pntk", "4", "meta")]
     cos, sin = RopePlan.from_config(AIROPHIN).tables(4096, dtype=torch.float16)

@@ -24,6 +24,7 @@ import functools
 import importlib
 import os
 import sys
+import weakref
 from typing import Optional
 
 import torch
@@ -44,8 +45,16 @@ class _RopeSettings:
     announced: set = dataclasses.field(default_factory=set)
 
 
+_reported_modules: "weakref.WeakSet" = weakref.WeakSet()
+
+
 def configure(config, model_config_path) -> None:
-    """Read the RoPE fields of config.json through pntk; default max_seq_len to the extended length."""
+    """Read the RoPE fields of config.json through pntk; default max_seq_len to the extended length.
+    The first time, also says which exllama model.py this is (see report)."""
+    module = sys.modules.get(type(config).__module__)
+    if module is not None and module not in _reported_modules:
+        _reported_modules.add(module)
+        report(module)
     path = os.fspath(model_config_path)
     plan = RopePlan.from_config(path, static_tables=True)
     config.pntk = _RopeSettings(config_path=path, theta=None, base=plan.base)
