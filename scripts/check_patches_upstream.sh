@@ -37,28 +37,42 @@ print("\n".join(entry.path for entry in state.layout.files))
 EOF
 }
 
-exllama_smoke() {  # import the patched model.py with a stub CUDA extension; run ExLlamaConfig
-  PNTK_QUIET=1 python - "$1" <<'EOF'
-import importlib.util, sys, types
+exllama_smoke() {  # the patched model.py for real on the CPU: CUDA extension stubbed, tiny GPTQ model
+  PNTK_QUIET=1 python - "$1" "$repo/tests" "$scratch" <<'EOF'
+import importlib.util, pathlib, sys, types
+import torch
+directory, tests, scratch = sys.argv[1:]
+sys.path.insert(0, tests)
+from exllama_cpu import cuda_ext_stub, load_on_cpu, write_tiny_gptq_model
+from pntk import RopePlan
 from pntk.examples import example_path
 from pntk.integrations import exllama
-directory = sys.argv[1]
-stub = types.ModuleType("cuda_ext")
-sys.modules["cuda_ext"] = stub
+stub = cuda_ext_stub("exllama.cuda_ext")
 package = types.ModuleType("exllama")
 package.__path__ = [directory]
-sys.modules["exllama"], sys.modules["exllama.cuda_ext"] = package, stub
+sys.modules.update({"cuda_ext": stub, "exllama": package, "exllama.cuda_ext": stub})
 spec = importlib.util.spec_from_file_location("exllama.model", f"{directory}/model.py")
-model = importlib.util.module_from_spec(spec)
-sys.modules["exllama.model"] = model
-spec.loader.exec_module(model)
-assert exllama.status(model) == exllama.PATCHED, exllama.status(model)
-config = model.ExLlamaConfig(f"{example_path('airophin')}/config.json")
+model_py = importlib.util.module_from_spec(spec)
+sys.modules["exllama.model"] = model_py
+spec.loader.exec_module(model_py)
+assert exllama.status(model_py) == exllama.PATCHED, exllama.status(model_py)
+config = model_py.ExLlamaConfig(f"{example_path('airophin')}/config.json")
 config.alpha_value = 2.0
 config.calculate_rotary_embedding_base()
 plan = exllama.plan_for(config)
-assert (config.max_seq_len, plan.method, plan.factor) == (16384, "pntk", 4), (config.max_seq_len, plan.describe())
+assert (config.max_seq_len, plan.method, plan.factor, plan.alpha_value) == (16384, "pntk", 4, 2.0), plan.describe()
 print(f"    patched ExLlamaConfig: max_seq_len {config.max_seq_len}; {plan.describe()}")
+tiny = write_tiny_gptq_model(pathlib.Path(scratch) / "tiny-gptq", torch.Generator().manual_seed(0))
+model = load_on_cpu(model_py, tiny, max_seq_len=96)
+cos, sin = RopePlan.from_config(tiny).tables(96, dtype=torch.float16)
+assert all(torch.equal(l.self_attn.sin[0, 0], sin) and torch.equal(l.self_attn.cos[0, 0], cos) for l in model.layers)
+cache = model_py.ExLlamaCache(model)
+try:
+    model.forward(torch.ones(1, 100, dtype=torch.long), cache)
+    raise AssertionError("a position past the tables was not refused")
+except ValueError as exc:
+    assert "positions up to 99 requested" in str(exc), exc
+print("    patched ExLlama on the CPU: pntk tables in every layer; position 99 of 96 refused")
 EOF
 }
 

@@ -18,6 +18,7 @@ import torch
 import pntk
 from pntk import RopePlan, cli
 from pntk.examples import example_path
+from exllama_cpu import cuda_ext_stub, load_on_cpu, write_tiny_gptq_model
 from pntk.integrations import exllama
 
 STANDIN = Path(__file__).parent / "standins" / "exllama_model.py"
@@ -152,7 +153,7 @@ def pypi_exllama(monkeypatch):
     """exllama.model from PyPI's exllama 0.1.0 with its CUDA extension (built at import) stubbed."""
     spec = importlib.util.find_spec("exllama")
     assert spec is not None, "PyPI's exllama 0.1.0 is a test dependency (scripts/setup.sh installs it)"
-    monkeypatch.setitem(sys.modules, "exllama.cuda_ext", types.ModuleType("exllama.cuda_ext"))
+    monkeypatch.setitem(sys.modules, "exllama.cuda_ext", cuda_ext_stub("exllama.cuda_ext"))
     for name in ("exllama.model",):
         monkeypatch.delitem(sys.modules, name, raising=False)
     import exllama.model as model
@@ -170,6 +171,24 @@ def test_pypi_exllama_config_runs_hooked(pypi_exllama, capsys):
     plan = exllama.plan_for(config)
     assert plan.method == "pntk" and plan.alpha_value == 2.0
     assert config.rotary_embedding_base == plan.base == pytest.approx(10000 * 2 ** (128 / 126), rel=1e-12)
+
+
+def test_pypi_exllama_loads_with_pntk_tables_and_refuses_positions_past_them(pypi_exllama, tmp_path, generator,
+                                                                            capsys):
+    exllama.install(pypi_exllama)
+    directory = write_tiny_gptq_model(tmp_path / "tiny", generator)
+    model = load_on_cpu(pypi_exllama, directory, max_seq_len=96)
+    reports = REPORT.findall(capsys.readouterr().out)
+    assert [(method, factor, device) for method, factor, _, device in reports] == [("pntk", "4", "cpu")]
+    cos, sin = RopePlan.from_config(directory).tables(96, dtype=torch.float16)
+    assert torch.equal(model.sincos["cpu"][0][0, 0], sin) and torch.equal(model.sincos["cpu"][1][0, 0], cos)
+    for layer in model.layers:
+        assert torch.equal(layer.self_attn.sin[0, 0], sin) and torch.equal(layer.self_attn.cos[0, 0], cos)
+    cache = pypi_exllama.ExLlamaCache(model)
+    with pytest.raises(ValueError, match=r"positions up to 99 requested, but the RoPE tables hold 96"):
+        model.forward(torch.randint(0, 64, (1, 100), generator=generator), cache)
+    with pytest.raises(RuntimeError, match="stub of ExLlama's CUDA extension has no kernels"):  # past the check
+        model.forward(torch.randint(0, 64, (1, 96), generator=generator), cache)
 
 
 def test_patch_tool_refuses_pypi_exllama_as_another_version(pypi_exllama, capsys):
