@@ -123,6 +123,25 @@ def test_webui_overrides_reach_the_plan(models_dir, seed):
     assert (plan.theta, plan.alpha_value, plan.compress_pos_emb) == (500000, 1.0, 2.0)  # rope_freq_base wins over alpha
 
 
+def test_autogptq_model_gets_tables_and_its_exllama_input_length_raised(models_dir, monkeypatch):
+    """AutoGPTQ itself needs accelerate/peft/CUDA here: a stand-in wrapper with its attributes and a
+    module of its exllama backend's name; exllama_set_max_input_length is recorded."""
+    from transformers import LlamaForCausalLM
+
+    calls = []
+    auto_gptq = types.ModuleType("auto_gptq")
+    auto_gptq.exllama_set_max_input_length = lambda model, length: calls.append((model, length)) or model
+    monkeypatch.setitem(sys.modules, "auto_gptq", auto_gptq)
+    exllama_linear = type("QuantLinear", (torch.nn.Module,), {"__module__": "auto_gptq.nn_modules.qlinear.qlinear_exllama"})
+    wrapper = torch.nn.Module()
+    wrapper.model = LlamaForCausalLM.from_pretrained(models_dir / "tiny")
+    wrapper.model.model.layers[0].mlp.down_proj = exllama_linear()
+    wrapper.quantize_config = types.SimpleNamespace(desc_act=True)
+    assert webui.after_load(wrapper, models_dir / "tiny", "AutoGPTQ", types.SimpleNamespace(**WEBUI_ARGS)) is wrapper
+    assert isinstance(wrapper.model.model.rotary_emb, pntk_tf.PntkRotaryEmbedding)
+    assert calls == [(wrapper, 256)]
+
+
 def test_unpatched_exllama_gets_the_runtime_hook(capsys):
     spec = importlib.util.spec_from_file_location("standin_exllama_for_webui", STANDINS / "exllama_model.py")
     module = importlib.util.module_from_spec(spec)
