@@ -114,3 +114,11 @@ def test_model_without_rotary_embedding_is_refused():
     plan = RopePlan.from_config(dict(TINY, model_type="llama"))
     with pytest.raises(ValueError, match="rotary_emb: not found"):
         pntk_tf.apply(torch.nn.Sequential(torch.nn.Linear(2, 2)), plan=plan)
+
+
+def test_accepted_config_names_a_missing_or_broken_file(tmp_path):
+    with pytest.raises(ValueError, match=r"config\.json: \(path\): not found"):
+        pntk_tf.accepted_config(tmp_path)
+    (tmp_path / "config.json").write_text("{broken")
+    with pytest.raises(ValueError, match=r"config\.json: \(json\): "):
+        pntk_tf.accepted_config(tmp_path)

@@ -95,13 +95,13 @@ def forward_style(rotary: torch.nn.Module) -> str:
     return SEQ_LEN_4D if cached.dim() == 4 else SEQ_LEN_2D
 
 
-def _rotary_slots(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, torch.nn.Module]]:
-    """(name, parent, rotary) for every `rotary_emb` attribute: the model's and each layer's."""
+def _rotary_slots(model: torch.nn.Module) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+    """(parent, rotary) for every `rotary_emb` attribute: the model's and each layer's."""
     slots = []
-    for name, module in model.named_modules():
+    for module in model.modules():
         rotary = getattr(module, "rotary_emb", None)
         if isinstance(rotary, torch.nn.Module):
-            slots.append((f"{name}.rotary_emb" if name else "rotary_emb", module, rotary))
+            slots.append((module, rotary))
     return slots
 
 
@@ -142,7 +142,7 @@ def apply(
     slots = _rotary_slots(model)
     if not slots:
         raise ValueError(f"{type(model).__name__}: rotary_emb: not found (is this a Transformers Llama model?)")
-    for name, parent, rotary in slots:
+    for parent, rotary in slots:
         device = next((b.device for b in rotary.buffers()), None)
         parent.rotary_emb = PntkRotaryEmbedding(plan, device=device, style=forward_style(rotary))
     if swap_q4:
@@ -152,15 +152,17 @@ def apply(
     return plan
 
 
-def _config_dict(path: Union[str, os.PathLike]) -> tuple[Path, dict]:
+def _config_file(path: Union[str, os.PathLike]) -> Path:
+    """The config.json of a model directory (or the file itself), checked to exist and parse."""
     path = Path(path)
     file = path / "config.json" if path.is_dir() else path
     try:
-        return file, json.loads(file.read_text())
+        json.loads(file.read_text())
     except FileNotFoundError:
         raise ValueError(f"{file}: (path): not found") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{file}: (json): {exc}") from None
+    return file
 
 
 def _strict_rope_validation():
@@ -204,7 +206,7 @@ def accepted_config(path: Union[str, os.PathLike], **kwargs):
     from_pretrained(..., config=...) and call :func:`apply` on the model afterwards."""
     from transformers import AutoConfig
 
-    file, _ = _config_dict(path)  # a missing or broken file is reported by name here
+    file = _config_file(path)
     with accepting_rope_scaling():
         return AutoConfig.from_pretrained(str(file.parent), **kwargs)
 
