@@ -233,3 +233,16 @@ def test_shipped_patches_are_small_and_call_existing_functions(runner, module, a
         assert 0 < sum(bool(line.strip()) for line in added) <= 8, patch_file
         for name in re.findall(rf"\b{alias}\.(\w+)", "\n".join(added)):
             assert hasattr(module, name), f"{patch_file.name} calls {alias}.{name}, which pntk lacks"
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["patch", "apply", "--runner", "exllama"], r"<command line>: pntk patch apply: .*--target"),
+        (["patch", "check", "--runner", "nope", "--target", "."], r"nope/manifest\.json: \(path\): no patch set .*exllama"),
+    ],
+)
+def test_cli_usage_errors_are_one_line(arguments, message, capsys):
+    assert cli.main(arguments) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and re.match(rf"pntk: error: .*{message}", error)
