@@ -22,9 +22,13 @@ fi
 python -m pip install -q --disable-pip-version-check "torch==2.13.0"
 python -m pip install -q --disable-pip-version-check \
   numpy safetensors "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja \
-  pytest "transformers>=5" "jsonschema>=4.18"
+  pytest "transformers>=5" "jsonschema>=4.18" "gguf>=0.19"
+# auto-gptq's packer checks pntk's GPTQ loader against third-party packing code (tests only);
+# --no-deps: its own dependencies (accelerate, peft, CUDA wheels) are not needed for that.
+python -m pip install -q --disable-pip-version-check --no-deps --only-binary=auto-gptq "auto-gptq==0.7.1"
 # PyPI's exllama 0.1.0 (pure Python, its CUDA code is built only on import of cuda_ext): the
-# integration tests run its real ExLlamaConfig. --no-deps: it pins old safetensors and ninja.
+# integration tests run its real ExLlamaConfig and ExLlama loading. --no-deps: it pins old
+# safetensors and ninja.
 python -m pip install -q --disable-pip-version-check --no-deps "exllama==0.1.0"
 
 cuda_archs="${PNTK_CUDA_ARCHS:-75;80;86;89;90}"

@@ -52,6 +52,7 @@ SYNTAX_ERRORS = [
     ("trailing comma", '{"hidden_size": 4096,}', "line 1, column"),
     ("not json", "hidden_size = 4096", "line 1, column 1"),
     ("empty", "", "line 1, column 1"),
+    ("number overflow", '{"hidden_size": 16E384, "num_attention_heads": 1, "max_position_embeddings": 1}', "(json)"),
 ]
 
 
@@ -103,7 +104,7 @@ def test_json_syntax_errors_name_line_and_column(tmp_path, name, text, field):
     code, _, stderr = run_cli("validate", path)
     assert code == 2
     assert_one_error_line(stderr, path, field)
-    with pytest.raises(pntk.ConfigError, match=re.escape(path) + ": line"):
+    with pytest.raises(pntk.ConfigError, match=re.escape(f"{path}: {field}")):
         pntk.RopePlan.from_config(path)
 
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "bindings/registry.h"
+#include "core/q4_matrix.h"
 
 namespace py = pybind11;
 
@@ -34,6 +35,7 @@ PNTK_BINDINGS(bind_info) {
     info["cuda"] = false;
 #endif
     info["cuda_archs"] = cuda_archs();
+    info["cpu_kernel"] = pntk::q4_cpu_kernel().name;
     return info;
   });
 }

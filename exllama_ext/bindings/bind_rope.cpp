@@ -60,6 +60,8 @@ PNTK_BINDINGS(bind_rope) {
   py::class_<RopePlan>(m, "RopePlan", "A resolved RoPE scaling plan (see pntk.RopePlan).")
       .def_property_readonly("method", [](const RopePlan& p) { return std::string(pntk::method_name(p.method)); })
       .def_readonly("method_note", &RopePlan::method_note)
+      .def_readonly("method_field", &RopePlan::method_field)
+      .def_readonly("exported_as", &RopePlan::exported_as)
       .def_readonly("factor", &RopePlan::factor)
       .def_readonly("attention_factor", &RopePlan::attention_factor)
       .def_readonly("config_theta", &RopePlan::config_theta)

@@ -84,4 +84,15 @@ inline float bfloat16_bits_to_float(uint16_t b) {
   return f;
 }
 
+// Distance in units in the last place between two finite floats (0: the same value).
+inline int64_t ulp_distance(float a, float b) {
+  auto ordered = [](float x) {  // maps floats onto integers in the same order
+    int32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    return bits < 0 ? static_cast<int64_t>(INT32_MIN) - bits : static_cast<int64_t>(bits);
+  };
+  const int64_t d = ordered(a) - ordered(b);
+  return d < 0 ? -d : d;
+}
+
 }  // namespace pntk

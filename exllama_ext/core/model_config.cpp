@@ -135,13 +135,20 @@ std::string line_column(const std::string& text, size_t byte) {
 }
 
 // The part of a nlohmann message after "syntax error while parsing value - ".
+// nlohmann's "[json.exception.parse_error.101] parse error at line 1, column 5: syntax error while
+// parsing value - unexpected '}'" becomes "invalid JSON: unexpected '}'".
 std::string parse_error_message(const std::string& what) {
-  const auto dash = what.find(" - ");
-  std::string message = dash == std::string::npos ? what : what.substr(dash + 3);
+  std::string message = what;
+  const auto bracket = message.find("] ");
+  if (!message.empty() && message[0] == '[' && bracket != std::string::npos) message = message.substr(bracket + 2);
+  const auto dash = message.find(" - ");
+  if (dash != std::string::npos) message = message.substr(dash + 3);
   return "invalid JSON: " + message;
 }
 
-std::optional<RopeScalingFields> read_scaling(const json& root, const std::string& source) {
+// `root` is the config (prefix "") or the pntk_export record (prefix "pntk_export.").
+std::optional<RopeScalingFields> read_scaling(const json& root, const std::string& source,
+                                              const std::string& prefix = "") {
   // Transformers 5 writes rope_parameters; earlier versions rope_scaling. rope_parameters wins.
   std::string key = "rope_parameters";
   auto it = root.find(key);
@@ -150,6 +157,7 @@ std::optional<RopeScalingFields> read_scaling(const json& root, const std::strin
     it = root.find(key);
     if (it == root.end() || it->is_null()) return std::nullopt;
   }
+  key = prefix + key;
   if (!it->is_object()) throw ConfigError(source, key, "must be an object or null, got " + FieldReader::type_name(*it));
   FieldReader fields(*it, source, key);
   for (auto item = it->begin(); item != it->end(); ++item) {
@@ -191,6 +199,27 @@ std::optional<RopeScalingFields> read_scaling(const json& root, const std::strin
   return scaling;
 }
 
+std::optional<ExportRecord> read_export_record(const json& root, const std::string& source) {
+  const std::string key = "pntk_export";
+  auto it = root.find(key);
+  if (it == root.end() || it->is_null()) return std::nullopt;
+  if (!it->is_object()) throw ConfigError(source, key, "must be an object, got " + FieldReader::type_name(*it));
+  FieldReader fields(*it, source, key);
+  ExportRecord record;
+  const auto method = fields.string("method");
+  if (!method) fields.fail("method", "is missing (the RoPE method the model had before export)");
+  record.method = *method;
+  const auto factor = fields.number("factor");
+  if (!factor) fields.fail("factor", "is missing (the scaling factor the model had before export)");
+  record.factor = *factor;
+  record.exported_as = fields.string("exported_as").value_or("");
+  if (record.exported_as != "longrope")
+    fields.fail("exported_as", "must be \"longrope\" (the only form pntk export writes), got \"" +
+                                   record.exported_as + "\"");
+  record.scaling = read_scaling(*it, source, key + ".");
+  return record;
+}
+
 }  // namespace
 
 ModelRopeConfig parse_model_config(const std::string& json_text, const std::string& source) {
@@ -199,6 +228,8 @@ ModelRopeConfig parse_model_config(const std::string& json_text, const std::stri
     root = json::parse(json_text);
   } catch (const json::parse_error& e) {
     throw ConfigError(source, line_column(json_text, e.byte > 0 ? e.byte - 1 : 0), parse_error_message(e.what()));
+  } catch (const json::exception& e) {  // e.g. out_of_range: a number too large for a double
+    throw ConfigError(source, "(json)", parse_error_message(e.what()));
   }
   if (!root.is_object()) throw ConfigError(source, "(top level)", "must be a JSON object");
 
@@ -252,6 +283,7 @@ ModelRopeConfig parse_model_config(const std::string& json_text, const std::stri
 
   if (auto theta = fields.number("rope_theta")) config.rope_theta = fields.positive("rope_theta", *theta);
   config.scaling = read_scaling(root, source);
+  config.export_record = read_export_record(root, source);
   if (auto theta = rope_parameters.number("rope_theta"))
     config.rope_theta = rope_parameters.positive("rope_theta", *theta);
   return config;

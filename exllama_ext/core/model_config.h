@@ -26,6 +26,17 @@ struct RopeScalingFields {
   std::vector<double> short_factor;  // longrope only
 };
 
+// "pntk_export": the record `pntk export` writes into config.json beside the longrope form of
+// the plan, so that the plan stays the original one (`pntk inspect` reports it unchanged):
+//   {"method": "pntk", "factor": 4, "exported_as": "longrope",
+//    "rope_scaling": <as before export>, "rope_parameters": <as before export>}
+struct ExportRecord {
+  std::string method;                       // the method before export, as method_name() writes it
+  double factor = 1.0;                      // its scaling factor
+  std::string exported_as;                  // "longrope": the only form export writes
+  std::optional<RopeScalingFields> scaling; // the scaling before export (nullopt: none)
+};
+
 struct ModelRopeConfig {
   std::string source;  // the config.json path, or "<dict>" for an in-memory config
   int64_t hidden_size = 0;
@@ -37,6 +48,7 @@ struct ModelRopeConfig {
   int64_t max_position_embeddings = 0;
   std::optional<int64_t> original_max_position_embeddings;  // the top-level key
   std::optional<RopeScalingFields> scaling;                 // nullopt: absent, null, default, none
+  std::optional<ExportRecord> export_record;                // pntk_export, when present
 };
 
 // Parse and validate config.json text. `source` names the file in error messages.

@@ -15,15 +15,6 @@ namespace {
 
 using FloatVector = std::vector<float>;
 
-// p_i = fp32(base) ** (fp32(2i) / fp32(d)): torch's `base ** (arange(0, d, 2).float() / d)`,
-// with torch's own CPU pow (see torch_pow.h).
-FloatVector position_frequencies(double base, int dim) {
-  const float dim_f = static_cast<float>(dim);
-  FloatVector exponents(dim / 2);
-  for (int i = 0; i < dim / 2; ++i) exponents[i] = static_cast<float>(2 * i) / dim_f;
-  return torch_pow_scalar_base(static_cast<float>(base), exponents);
-}
-
 FloatVector reciprocal(const FloatVector& x) {
   FloatVector out(x.size());
   for (size_t i = 0; i < x.size(); ++i) out[i] = 1.0f / x[i];
@@ -175,6 +166,13 @@ const MethodTraits& traits(RopeMethod method) {
 }  // namespace
 
 const char* method_name(RopeMethod method) { return traits(method).name; }
+
+std::vector<float> position_frequencies(double base, int dim) {
+  const float dim_f = static_cast<float>(dim);
+  std::vector<float> exponents(dim / 2);
+  for (int i = 0; i < dim / 2; ++i) exponents[i] = static_cast<float>(2 * i) / dim_f;
+  return torch_pow_scalar_base(static_cast<float>(base), exponents);
+}
 
 std::vector<float> RopePlan::inv_freq(int64_t seq_len) const {
   if (seq_len <= 0) seq_len = overrides.static_tables ? max_seq_len : original_max_position_embeddings;

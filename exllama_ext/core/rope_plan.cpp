@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/errors.h"
+#include "core/float_round.h"
 
 namespace pntk {
 namespace {
@@ -23,6 +24,15 @@ constexpr MethodName kConfigTypes[] = {
     {"pntk", RopeMethod::pntk},     {"yarn", RopeMethod::yarn},     {"ntk-by-parts", RopeMethod::yarn},
     {"llama3", RopeMethod::llama3}, {"longrope", RopeMethod::longrope},
 };
+
+// Transformers 5's rope_parameters names the method rope_type; rope_scaling calls it type.
+std::string type_field(const RopeScalingFields& scaling) {
+  const std::string suffix = "rope_parameters";
+  const std::string& key = scaling.key;
+  const bool transformers5 =
+      key.size() >= suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return transformers5 ? "rope_type" : "type";
+}
 
 std::string known_types() {
   std::string out = "default, none";
@@ -60,7 +70,10 @@ std::string format_number(double x) {
   return buffer;
 }
 
-RopePlan build_rope_plan(const ModelRopeConfig& config, const RunnerOverrides& overrides) {
+namespace {
+
+// The plan of the config as written; build_rope_plan adds the pntk_export record on top.
+RopePlan resolve_plan(const ModelRopeConfig& config, const RunnerOverrides& overrides) {
   validate_overrides(overrides);
   RopePlan plan;
   plan.source = config.source;
@@ -86,16 +99,19 @@ RopePlan build_rope_plan(const ModelRopeConfig& config, const RunnerOverrides& o
                       "must not exceed max_position_embeddings (" + std::to_string(max_positions) + "), got " +
                           std::to_string(*config.original_max_position_embeddings));
   if (!scaling) {
+    plan.method_field = "rope_scaling";
     if (original && *original < max_positions) {
       // The airophin convention: only original_max_position_embeddings marks the extension.
       plan.method = RopeMethod::pntk;
       plan.method_note = "inferred from original_max_position_embeddings < max_position_embeddings";
+      plan.method_field = "original_max_position_embeddings";
     } else {
       plan.method = overrides.alpha_value != 1.0 ? RopeMethod::ntk : RopeMethod::none;
       plan.factor = overrides.alpha_value;
       plan.original_max_position_embeddings = plan.extended_max_position_embeddings = max_positions;
     }
   } else {
+    plan.method_field = scaling->key + "." + type_field(*scaling);
     bool found = false;
     for (const auto& entry : kConfigTypes) {
       if (scaling->type == entry.config_type) {
@@ -103,7 +119,7 @@ RopePlan build_rope_plan(const ModelRopeConfig& config, const RunnerOverrides& o
         found = true;
       }
     }
-    if (!found) fail(scaling->key == "rope_parameters" ? "rope_type" : "type",
+    if (!found) fail(type_field(*scaling),
                      "unknown RoPE scaling type \"" + scaling->type + "\" (known: " + known_types() + ")");
     const bool needs_factor = plan.method != RopeMethod::pntk && plan.method != RopeMethod::longrope;
     if (needs_factor && !scaling->factor) fail("factor", "is required for rope type \"" + scaling->type + "\"");
@@ -219,6 +235,57 @@ RopePlan build_rope_plan(const ModelRopeConfig& config, const RunnerOverrides& o
   return plan;
 }
 
+// A config written by `pntk export`: its longrope scaling must be the recorded plan in longrope
+// form (inv_freq within 1 ulp, same attention factor); the plan is then the recorded one.
+RopePlan resolve_exported_plan(const ModelRopeConfig& config, const RunnerOverrides& overrides) {
+  const ExportRecord& record = *config.export_record;
+  ModelRopeConfig exported = config;
+  exported.export_record.reset();
+  ModelRopeConfig original = exported;
+  original.scaling = record.scaling;
+  if (!exported.scaling || exported.scaling->type != "longrope")
+    throw ConfigError(config.source, "pntk_export",
+                      "belongs to a longrope rope_scaling (as pntk export writes it); the RoPE scaling was "
+                      "changed after export: restore the backup of config.json or remove pntk_export");
+  const RopePlan recorded = resolve_plan(original, {});
+  const RopePlan longrope = resolve_plan(exported, {});
+  if (record.method != method_name(recorded.method))
+    throw ConfigError(config.source, "pntk_export.method",
+                      "says \"" + record.method + "\" but the recorded scaling gives " + method_name(recorded.method));
+  if (record.factor != recorded.factor)
+    throw ConfigError(config.source, "pntk_export.factor",
+                      "says " + format_number(record.factor) + " but the recorded scaling gives " +
+                          format_number(recorded.factor));
+  const std::vector<float> expected = recorded.inv_freq();
+  const struct {
+    const char* field;
+    std::vector<float> inv_freq;
+  } sets[] = {{"long_factor", longrope.inv_freq(longrope.original_max_position_embeddings + 1)},
+              {"short_factor", longrope.inv_freq(longrope.original_max_position_embeddings)}};
+  for (const auto& set : sets) {
+    for (size_t i = 0; i < expected.size(); ++i) {
+      if (ulp_distance(set.inv_freq[i], expected[i]) > 1)
+        throw ConfigError(config.source, exported.scaling->key + "." + set.field + "[" + std::to_string(i) + "]",
+                          "does not reproduce the recorded " + record.method + " plan (pntk_export): the file "
+                          "was edited after export; re-export it or remove pntk_export");
+    }
+  }
+  if (longrope.attention_factor != recorded.attention_factor)
+    throw ConfigError(config.source, exported.scaling->key + ".attention_factor",
+                      "is " + format_number(longrope.attention_factor) + " but the recorded " + record.method +
+                          " plan (pntk_export) needs " + format_number(recorded.attention_factor));
+  RopePlan plan = resolve_plan(original, overrides);
+  plan.exported_as = record.exported_as;
+  return plan;
+}
+
+}  // namespace
+
+RopePlan build_rope_plan(const ModelRopeConfig& config, const RunnerOverrides& overrides) {
+  if (config.export_record) return resolve_exported_plan(config, overrides);
+  return resolve_plan(config, overrides);
+}
+
 std::string RopePlan::describe() const {
   std::ostringstream out;
   out << "pntk: RoPE " << method_name(method) << ", scaling factor " << format_number(factor) << " ("
@@ -226,6 +293,7 @@ std::string RopePlan::describe() const {
       << format_number(overrides.theta.value_or(config_theta)) << ", rotary dim " << rotary_dim;
   if (attention_factor != 1.0) out << ", attention factor " << format_number(attention_factor);
   if (!method_note.empty()) out << ", " << method_note;
+  if (!exported_as.empty()) out << ", exported as " << exported_as;
   if (method == RopeMethod::dynamic && overrides.static_tables)
     out << ", dynamic base evaluated once at " << max_seq_len << " positions (static tables)";
   std::string listed;

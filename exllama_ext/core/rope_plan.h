@@ -43,6 +43,8 @@ struct CorrectionRange {
 struct RopePlan {
   RopeMethod method = RopeMethod::none;
   std::string method_note;        // e.g. "inferred from original_max_position_embeddings"
+  std::string method_field;       // the config field that chose the method, for messages
+  std::string exported_as;        // "longrope" when read back from a `pntk export` (pntk_export)
   double factor = 1.0;            // the method's scaling factor (pntk: integer)
   double attention_factor = 1.0;  // cos and sin are multiplied by it
   double config_theta = 10000.0;  // rope_theta of the config
@@ -74,6 +76,10 @@ struct RopePlan {
 // Resolves method, factor, lengths and attention factor from the config and overrides.
 // Throws ConfigError naming the field (overrides are named "<runner overrides>").
 RopePlan build_rope_plan(const ModelRopeConfig& config, const RunnerOverrides& overrides = {});
+
+// p_i = fp32(base) ** (fp32(2i) / fp32(d)) in fp32: torch's `base ** (arange(0, d, 2).float() / d)`,
+// with torch's own CPU pow (see torch_pow.h).
+std::vector<float> position_frequencies(double base, int dim);
 
 // Correction dimension of the YaRN / NTK-by-parts ramps: the pair index whose wavelength
 // completes `rotations` turns in `length` positions, d*ln(L/(2*pi*r)) / (2*ln b).

@@ -1,1 +1,1 @@
-"""Runner integrations: Transformers (and, through patches and hooks, ExLlama and text-generation-webui)."""
+"""Runner integrations: Transformers, ExLlama, ExLlamaV2 and text-generation-webui (runtime hooks and the code patches call)."""

@@ -1,0 +1,15 @@
+// CPU feature detection for run-time kernel dispatch: one build runs on any x86-64 and
+// picks the widest kernel the CPU (and the OS, which must save the wider registers) allows.
+#pragma once
+
+namespace pntk {
+
+struct CpuFeatures {
+  bool avx2_fma_f16c = false;  // AVX2 + FMA + F16C, OS saves YMM state
+  bool avx512 = false;         // AVX-512 F/BW/VL/DQ, OS saves ZMM state
+};
+
+// Detected once, then cached.
+const CpuFeatures& cpu_features();
+
+}  // namespace pntk

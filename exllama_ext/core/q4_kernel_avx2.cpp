@@ -1,0 +1,54 @@
+// AVX2 + FMA + F16C q4 kernels: 8 columns per vector, 2 vectors per pass (16 registers);
+// the algorithm is in q4_kernel_impl.h.
+#include "core/q4_kernel_impl.h"
+
+namespace pntk::q4 {
+
+namespace {
+
+struct Avx2 {
+  static constexpr int kLanes = 8, kVectors = 2, kGemvRows = 4, kGemmMr = 6;  // 4 x 2 GEMV and 6 x 2 GEMM accumulators (16 registers)
+  using F = __m256;
+  using I = __m256i;
+  using Mask = int;  // tile widths are multiples of 8: every vector is full
+
+  static Mask mask(int valid) { return valid; }
+  static I load_words(const uint32_t* p, Mask) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  // q * 2^4j as fp32 (exact) for j < 7; q for j = 7.
+  template <int J>
+  static F nibble_scaled(I w) {
+    if constexpr (J == 7) return _mm256_cvtepi32_ps(_mm256_srli_epi32(w, 28));
+    else return _mm256_cvtepi32_ps(_mm256_and_si256(w, _mm256_set1_epi32(0xF << (4 * J))));
+  }
+  template <int J>
+  static F nibble(I w) {
+    return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(w, 4 * J), _mm256_set1_epi32(0xF)));
+  }
+  static F broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  static F fnma(F a, F b, F c) { return _mm256_fnmadd_ps(a, b, c); }
+  static F add(F a, F b) { return _mm256_add_ps(a, b); }
+  static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
+  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  static F zero() { return _mm256_setzero_ps(); }
+  static F load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, F v) { _mm256_storeu_ps(p, v); }
+  static F load_scales(const uint16_t* p, Mask) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  // Zero nibbles of 8 columns (one word): byte i of the unpacked vector = nibble i.
+  static F load_zeros(const uint32_t* words, int) {
+    const __m128i packed = _mm_cvtsi32_si128(static_cast<int>(words[0]));
+    const __m128i low = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
+    const __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpacklo_epi8(low, high)));
+  }
+};
+
+using Kernels = Q4Kernels<Avx2>;
+
+}  // namespace
+
+extern const Q4CpuKernel kQ4KernelAvx2{"avx2", Kernels::prepare, Kernels::gemv_tile, Kernels::gemm_tile};
+
+}  // namespace pntk::q4

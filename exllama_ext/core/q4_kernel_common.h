@@ -1,0 +1,59 @@
+// Pieces shared by the CPU q4 kernel families.
+//
+// Kernel files built with ISA flags (*_avx2.cpp, *_avx512.cpp) must not instantiate inline
+// functions with external linkage that do floating-point work: the linker keeps one copy of
+// each, and an AVX-512 copy would then run in the generic code too. So everything here is
+// either integer-only and internal (the anonymous namespace) or defined out of line in
+// q4_kernel_common.cpp, which is compiled without ISA flags.
+#pragma once
+#include <cstdint>
+#include <utility>
+
+#include "core/q4_matrix.h"
+
+namespace pntk::q4 {
+
+// x row m (any strides, fp32/fp16/bf16) -> dst[0..K) fp32.
+using ConvertRowFn = void (*)(const TensorView& x, int64_t m, float* dst);
+void convert_row_scalar(const TensorView& x, int64_t m, float* dst);
+// Contiguous elements src[0..count) of `dtype` -> dst fp32.
+void convert_elements_scalar(const void* src, DType dtype, int64_t count, float* dst);
+
+// dst[i] = src[i] rounded once (to nearest even) to `dtype` (fp32 / fp16 / bf16), i < count.
+void store_row_scalar(const float* src, int64_t count, DType dtype, void* dst);
+
+// Prepared activations (Q4Activations): x in packed row order, 0 in padding rows; with
+// `nibble_scaled`, x[p] * 2^-4j for j = p % 8 < 7 (see q4_kernel_impl.h); xsum[m][g] is
+// the sum of the unscaled x over group g.
+void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_scaled, ConvertRowFn convert_row,
+                         Q4Activations& out);
+
+// Per-thread scratch of at least `floats` floats (slot 0 or 1), kept between calls.
+float* thread_scratch(int slot, int64_t floats);
+
+float fp16_to_float(uint16_t bits);
+
+namespace {
+
+// static_for<N>(f) calls f(std::integral_constant<int, 0>) ... f(<N-1>): the index stays a
+// compile-time constant (shift counts, accumulator slots) without relying on unrolling.
+template <int... I, class F>
+inline void static_for_impl(std::integer_sequence<int, I...>, F&& f) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, class F>
+inline void static_for(F&& f) {
+  static_for_impl(std::make_integer_sequence<int, N>{}, std::forward<F>(f));
+}
+
+// Packed-layout element access: q of packed row p, tile column c; zero of group g.
+inline int packed_q(const uint32_t* tile_q, int64_t width, int64_t p, int64_t c) {
+  return static_cast<int>((tile_q[(p / 8) * width + c] >> (4 * (p % 8))) & 15u);
+}
+inline int packed_zero(const uint32_t* tile_zeros, int64_t width, int64_t g, int64_t c) {
+  return static_cast<int>((tile_zeros[g * (width / 8) + c / 8] >> (4 * (c % 8))) & 15u);
+}
+
+}  // namespace
+
+}  // namespace pntk::q4

@@ -1,0 +1,244 @@
+// SIMD q4 kernels, written once over an ISA traits struct and instantiated by
+// q4_kernel_avx2.cpp and q4_kernel_avx512.cpp (only those files get the ISA flags).
+//
+// Layout (q4_matrix.h): per tile of 64 columns, word-row r holds packed rows 8r..8r+7 of
+// each column; a vector load of `kLanes` words gives kLanes columns x 8 rows.
+//
+// GEMV (M <= 16), per group g, rows [p0, p1):
+//   y[m, n] += s[g, n] * (sum_p x[m, p] * q[p, n]  -  z[g, n] * sum_p x[m, p])
+// The inner product is fp32 FMA on q as an exact float. Nibble j of a word is taken as
+// (w & 0xF << 4j), i.e. q * 2^4j (exact, fits in int32 for j < 7) and x[p] was prepared
+// as x[p] * 2^-4j: the product is q * x exactly, and the shift is saved. Nibble 7 is w >> 28.
+// GEMM (M > 16): a block of kGemmRows packed rows of the tile is dequantized to fp32
+// (W = s * (q - z), exact) into a buffer, then a register-blocked kGemmMr x (V*kLanes) kernel.
+//
+// Traits (struct Isa) provide: kLanes, kVectors (vectors per column pass), kGemvRows (rows of
+// x per GEMV pass), kGemmMr;
+// types F (fp32 vector), I (int32 vector), Mask; mask(valid); load_words(p, mask);
+// nibble_scaled<j>(w); nibble<j>(w); broadcast(p); fma(a, b, c) = a*b + c; fnma(a, b, c) =
+// c - a*b; add, sub, mul, zero; load/store(p) full vectors; load_scales(fp16*, mask);
+// load_zeros(words, valid) (zero nibbles of `valid` columns starting at words' first nibble).
+#pragma once
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/q4_kernel_common.h"
+
+namespace pntk::q4 {
+
+namespace {  // internal linkage: each ISA file gets its own copy (see q4_kernel_common.h)
+
+// fp16 / bf16 / fp32 row of x -> fp32, with F16C (both SIMD families have it).
+inline void convert_row_f16c(const TensorView& x, int64_t m, float* dst) {
+  const int64_t k_total = x.shape[1];
+  if (x.strides[1] != 1) return convert_row_scalar(x, m, dst);
+  const char* row = static_cast<const char*>(x.data) + m * x.strides[0] * dtype_size(x.dtype);
+  int64_t k = 0;
+  if (x.dtype == DType::float32) {
+    std::memcpy(dst, row, static_cast<size_t>(k_total) * sizeof(float));
+    return;
+  }
+  if (x.dtype == DType::float16) {
+    for (; k + 8 <= k_total; k += 8)
+      _mm256_storeu_ps(dst + k, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row) + k / 8)));
+  } else if (x.dtype == DType::bfloat16) {
+    for (; k + 8 <= k_total; k += 8) {  // bf16 bits << 16 are the fp32 bits
+      const __m256i bits = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row) + k / 8));
+      _mm256_storeu_ps(dst + k, _mm256_castsi256_ps(_mm256_slli_epi32(bits, 16)));
+    }
+  }
+  convert_elements_scalar(row + k * dtype_size(x.dtype), x.dtype, k_total - k, dst + k);
+}
+
+// fp32 row -> out's dtype, rounding to nearest even once.
+inline void store_row_f16c(const float* src, int64_t count, DType dtype, void* dst) {
+  if (dtype != DType::float16) return store_row_scalar(src, count, dtype, dst);
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(dst) + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  store_row_scalar(src + i, count - i, dtype, static_cast<uint16_t*>(dst) + i);
+}
+
+template <class Isa>
+struct Q4Kernels {
+  using F = typename Isa::F;
+  using I = typename Isa::I;
+  using Mask = typename Isa::Mask;
+  static constexpr int L = Isa::kLanes;
+  static constexpr int kPass = Isa::kVectors * L;  // columns per pass over a tile
+  static constexpr int64_t kGemmRows = 256;        // packed rows dequantized per GEMM block
+  static constexpr int64_t kPrefetchWordRows = 32;  // GEMV software prefetch distance (32 x 256 B per tile)
+
+  static void prepare(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out) {
+    prepare_activations(w, x, for_gemv, convert_row_f16c, out);
+  }
+
+  // Group block: rows `word_rows` x 8 of one group, columns [0, V*L) of q (row stride
+  // `width` words), MT rows of x (row stride ldx). y (row stride kQ4TileColumns) += result.
+  template <int MT, int V>
+  static void gemv_group(const uint32_t* q, int64_t width, int64_t word_rows, const float* x, int64_t ldx,
+                         const float* xsum, int64_t xsum_stride, const uint16_t* scales, const uint32_t* zeros,
+                         int last_valid, float* y) {
+    // Independent FMA chains: at least 8 (FMA latency x ports), split over nibble parity.
+    constexpr int A = MT * V >= 8 ? 1 : (MT * V >= 4 ? 2 : 4);
+    const Mask last = Isa::mask(last_valid), full = Isa::mask(L);
+    F acc[MT][V][A];
+    for (auto& per_m : acc)
+      for (auto& per_v : per_m)
+        for (auto& a : per_v) a = Isa::zero();
+    for (int64_t r = 0; r < word_rows; ++r) {
+      I words[V];
+      for (int v = 0; v < V; ++v) words[v] = Isa::load_words(q + r * width + v * L, v == V - 1 ? last : full);
+      for (int v = 0; v < V; ++v)  // a few word rows ahead: the next group's words arrive in time
+        _mm_prefetch(reinterpret_cast<const char*>(q + (r + kPrefetchWordRows) * width + v * L), _MM_HINT_T0);
+      const float* xr = x + r * 8;
+      static_for<8>([&](auto j) {
+        F qf[V];
+        for (int v = 0; v < V; ++v) qf[v] = Isa::template nibble_scaled<j>(words[v]);
+        for (int m = 0; m < MT; ++m) {
+          const F xb = Isa::broadcast(xr + m * ldx + j);
+          for (int v = 0; v < V; ++v) acc[m][v][j % A] = Isa::fma(xb, qf[v], acc[m][v][j % A]);
+        }
+      });
+    }
+    for (int v = 0; v < V; ++v) {
+      const int valid = v == V - 1 ? last_valid : L;
+      const F s = Isa::load_scales(scales + v * L, v == V - 1 ? last : full);
+      const F z = Isa::load_zeros(zeros + v * L / 8, valid);
+      for (int m = 0; m < MT; ++m) {
+        F dot = acc[m][v][0];
+        for (int a = 1; a < A; ++a) dot = Isa::add(dot, acc[m][v][a]);
+        dot = Isa::fnma(z, Isa::broadcast(xsum + m * xsum_stride), dot);
+        float* yv = y + m * kQ4TileColumns + v * L;
+        Isa::store(yv, Isa::fma(s, dot, Isa::load(yv)));
+      }
+    }
+  }
+
+  template <int MT>
+  static void gemv_group_columns(int vectors, const uint32_t* q, int64_t width, int64_t word_rows, const float* x,
+                                 int64_t ldx, const float* xsum, int64_t xsum_stride, const uint16_t* scales,
+                                 const uint32_t* zeros, int last_valid, float* y) {
+    static_for<Isa::kVectors>([&](auto i) {
+      if (vectors == i + 1)
+        gemv_group<MT, i + 1>(q, width, word_rows, x, ldx, xsum, xsum_stride, scales, zeros, last_valid, y);
+    });
+  }
+
+  // Adds bias, rounds to out's dtype and stores rows [0, M) of a tile's fp32 results.
+  static void store_tile(const Q4Layout& w, int64_t tile, const float* y, int64_t ldy, int64_t m_total,
+                         const TensorView& out) {
+    const int64_t width = w.tile_width(tile), col0 = tile * kQ4TileColumns;
+    alignas(64) float row[kQ4TileColumns];
+    for (int64_t m = 0; m < m_total; ++m) {
+      for (int64_t c = 0; c < width; ++c) row[c] = y[m * ldy + c] + (w.bias.empty() ? 0.0f : w.bias[col0 + c]);
+      char* dst = static_cast<char*>(out.data) + (m * out.strides[0] + col0) * dtype_size(out.dtype);
+      store_row_f16c(row, width, out.dtype, dst);
+    }
+  }
+
+  static void gemv_tile(const Q4Layout& w, const Q4Activations& a, int64_t tile, const TensorView& out) {
+    const int64_t width = w.tile_width(tile);
+    const uint32_t* q = w.tile_qweight(tile);
+    const uint16_t* scales = w.tile_scales(tile);
+    const uint32_t* zeros = w.tile_zeros(tile);
+    alignas(64) float y[kQ4GemvMaxRows * kQ4TileColumns] = {};
+    for (int64_t g = 0; g < w.groups; ++g) {
+      const int64_t p0 = w.group_begin[g], word_rows = (w.group_begin[g + 1] - p0) / 8;
+      if (word_rows == 0) continue;
+      for (int64_t m0 = 0; m0 < a.m; m0 += Isa::kGemvRows) {
+        const float* x = a.x.data() + m0 * w.packed_rows + p0;
+        const float* xsum = a.xsum.data() + m0 * w.groups + g;
+        for (int64_t c0 = 0; c0 < width; c0 += kPass) {
+          const int columns = static_cast<int>(std::min<int64_t>(kPass, width - c0));
+          const int vectors = (columns + L - 1) / L, last_valid = columns - (vectors - 1) * L;
+          const uint32_t* qc = q + p0 / 8 * width + c0;
+          const uint16_t* sc = scales + g * width + c0;
+          const uint32_t* zc = zeros + g * (width / 8) + c0 / 8;
+          float* yc = y + m0 * kQ4TileColumns + c0;
+          const int rows = static_cast<int>(std::min<int64_t>(Isa::kGemvRows, a.m - m0));
+          static_for<Isa::kGemvRows>([&](auto i) {
+            if (rows == i + 1)
+              gemv_group_columns<i + 1>(vectors, qc, width, word_rows, x, w.packed_rows, xsum, w.groups, sc, zc,
+                                        last_valid, yc);
+          });
+        }
+      }
+    }
+    store_tile(w, tile, y, kQ4TileColumns, a.m, out);
+  }
+
+  // Dequantizes packed rows [p0, p0 + rows) of a tile into wbuf [rows][kQ4TileColumns] fp32.
+  // Columns past the tile's width come out as 0 (masked loads).
+  static void dequantize_block(const Q4Layout& w, int64_t tile, int64_t p0, int64_t rows, float* wbuf) {
+    const int64_t width = w.tile_width(tile);
+    const uint32_t* q = w.tile_qweight(tile);
+    const uint16_t* scales = w.tile_scales(tile);
+    const uint32_t* zeros = w.tile_zeros(tile);
+    int64_t g = static_cast<int64_t>(std::upper_bound(w.group_begin.begin(), w.group_begin.end(), p0) -
+                                     w.group_begin.begin()) - 1;
+    for (int64_t p = p0; p < p0 + rows; p += 8) {
+      while (w.group_begin[g + 1] <= p) ++g;
+      for (int64_t c0 = 0; c0 < width; c0 += L) {
+        const int valid = static_cast<int>(std::min<int64_t>(L, width - c0));
+        const Mask mask = Isa::mask(valid);
+        const F s = Isa::load_scales(scales + g * width + c0, mask);
+        const F sz = Isa::mul(s, Isa::load_zeros(zeros + g * (width / 8) + c0 / 8, valid));  // exact: 16 bits
+        const I words = Isa::load_words(q + p / 8 * width + c0, mask);
+        float* dst = wbuf + (p - p0) * kQ4TileColumns + c0;
+        static_for<8>([&](auto j) {
+          Isa::store(dst + j * kQ4TileColumns, Isa::fma(s, Isa::template nibble<j>(words), Isa::sub(Isa::zero(), sz)));
+        });
+      }
+    }
+  }
+
+  // c[m][0..V*L) += sum_k a[m][k] * b[k][0..V*L), m < MR, k < depth; b and c rows are
+  // kQ4TileColumns apart, a rows lda apart.
+  template <int MR, int V>
+  static void gemm_micro(const float* a, int64_t lda, const float* b, int64_t depth, float* c) {
+    F acc[MR][V];
+    for (int m = 0; m < MR; ++m)
+      for (int v = 0; v < V; ++v) acc[m][v] = Isa::load(c + m * kQ4TileColumns + v * L);
+    for (int64_t k = 0; k < depth; ++k) {
+      F bv[V];
+      for (int v = 0; v < V; ++v) bv[v] = Isa::load(b + k * kQ4TileColumns + v * L);
+      for (int m = 0; m < MR; ++m) {
+        const F av = Isa::broadcast(a + m * lda + k);
+        for (int v = 0; v < V; ++v) acc[m][v] = Isa::fma(av, bv[v], acc[m][v]);
+      }
+    }
+    for (int m = 0; m < MR; ++m)
+      for (int v = 0; v < V; ++v) Isa::store(c + m * kQ4TileColumns + v * L, acc[m][v]);
+  }
+
+  static void gemm_tile(const Q4Layout& w, const Q4Activations& a, int64_t tile, const TensorView& out) {
+    constexpr int MR = Isa::kGemmMr;
+    const int64_t width = w.tile_width(tile);
+    float* wbuf = thread_scratch(0, kGemmRows * kQ4TileColumns);
+    float* c = thread_scratch(1, a.m * kQ4TileColumns);
+    for (int64_t i = 0; i < a.m * kQ4TileColumns; ++i) c[i] = 0.0f;
+    for (int64_t p0 = 0; p0 < w.packed_rows; p0 += kGemmRows) {
+      const int64_t rows = std::min(kGemmRows, w.packed_rows - p0);
+      dequantize_block(w, tile, p0, rows, wbuf);
+      for (int64_t c0 = 0; c0 < width; c0 += kPass) {
+        for (int64_t m0 = 0; m0 < a.m; m0 += MR) {
+          const float* x = a.x.data() + m0 * w.packed_rows + p0;
+          float* cc = c + m0 * kQ4TileColumns + c0;
+          const int mr = static_cast<int>(std::min<int64_t>(MR, a.m - m0));
+          static_for<MR>([&](auto i) {
+            if (mr == i + 1) gemm_micro<i + 1, Isa::kVectors>(x, w.packed_rows, wbuf + c0, rows, cc);
+          });
+        }
+      }
+    }
+    store_tile(w, tile, c, kQ4TileColumns, a.m, out);
+  }
+};
+
+}  // namespace
+
+}  // namespace pntk::q4

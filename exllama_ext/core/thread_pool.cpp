@@ -1,0 +1,139 @@
+#include "core/thread_pool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "core/errors.h"
+
+namespace pntk {
+
+namespace {
+
+int default_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+// Workers sleep on `wake` until `generation` changes, run their share of the current job,
+// and report on `done`. One job at a time (`job_mutex`), so concurrent callers queue up.
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads) { resize(threads); }
+  ~ThreadPool() { stop_workers(); }
+
+  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+  void resize(int threads) {
+    std::lock_guard<std::mutex> job(job_mutex_);
+    stop_workers();
+    stopping_ = false;
+    // New workers wait for the next job, not the last finished one.
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, seen = generation_] { worker_loop(i, seen); });
+  }
+
+  void run(int64_t tasks, const std::function<void(int64_t, int64_t)>& body) {
+    std::lock_guard<std::mutex> job(job_mutex_);
+    const int parts = static_cast<int>(std::min<int64_t>(threads(), tasks));
+    if (parts <= 1) {
+      if (tasks > 0) body(0, tasks);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      body_ = &body;
+      tasks_ = tasks;
+      parts_ = parts;
+      pending_ = parts - 1;
+      next_ = 0;
+      error_ = nullptr;
+      ++generation_;
+    }
+    wake_.notify_all();
+    std::exception_ptr own_error;
+    try {
+      take_chunks();
+    } catch (...) {
+      own_error = std::current_exception();
+    }
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [this] { return pending_ == 0; });
+    body_ = nullptr;
+    if (own_error) std::rethrow_exception(own_error);
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  // Threads take chunks of about 1/8 of an even share until none are left, so a thread
+  // that the OS preempts (a busy machine) delays the job by one chunk, not by its share.
+  void take_chunks() {
+    const int64_t chunk = std::max<int64_t>(1, tasks_ / (8 * parts_));
+    for (;;) {
+      const int64_t begin = next_.fetch_add(chunk);
+      if (begin >= tasks_) return;
+      (*body_)(begin, std::min(tasks_, begin + chunk));
+    }
+  }
+
+  void worker_loop(int part, uint64_t seen) {
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        if (stopping_) return;
+        seen = generation_;
+        if (part >= parts_) continue;
+      }
+      std::exception_ptr error;
+      try {
+        take_chunks();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (error && !error_) error_ = error;
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+
+  void stop_workers() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (auto& worker : workers_) worker.join();
+    workers_.clear();
+  }
+
+  std::mutex job_mutex_, mutex_;
+  std::condition_variable wake_, done_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int64_t, int64_t)>* body_ = nullptr;
+  int64_t tasks_ = 0;
+  std::atomic<int64_t> next_{0};
+  int parts_ = 0, pending_ = 0;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+  std::exception_ptr error_;
+};
+
+ThreadPool& pool() {
+  static ThreadPool instance(default_threads());
+  return instance;
+}
+
+}  // namespace
+
+void set_num_threads(int threads) {
+  PNTK_CHECK(threads >= 1, "threads", "must be at least 1, got " + std::to_string(threads));
+  if (threads != pool().threads()) pool().resize(threads);
+}
+
+int get_num_threads() { return pool().threads(); }
+
+void parallel_for(int64_t tasks, const std::function<void(int64_t, int64_t)>& body) { pool().run(tasks, body); }
+
+}  // namespace pntk

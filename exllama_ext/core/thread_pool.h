@@ -1,0 +1,17 @@
+// A small persistent thread pool for the CPU kernels: parallel_for hands out [0, tasks) in
+// contiguous chunks to the pool's threads and the calling thread.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace pntk {
+
+// Threads used by parallel_for; default: all cores (std::thread::hardware_concurrency).
+void set_num_threads(int threads);  // threads >= 1, else std::invalid_argument
+int get_num_threads();
+
+// Runs body(begin, end) over disjoint ranges covering [0, tasks); returns when all are done.
+// An exception thrown by a range is rethrown in the caller after the others finish.
+void parallel_for(int64_t tasks, const std::function<void(int64_t begin, int64_t end)>& body);
+
+}  // namespace pntk

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""CPU GPTQ 4-bit matmul benchmark (a script, not a test): every ratio is measured in this run.
+
+For M = 1 and 8 at the Llama-2 shapes, group 32 and 128 (act-order g_idx, fp16 activations),
+with enough weight copies rotated to exceed the L3 (--min-mb, default 320 MB > a 300 MB L3):
+time per call, effective GB/s (bytes of qweight + scales + zeros + x + y per call), percent
+of the read bandwidth measured here (a multithreaded streaming sum over a 1 GiB buffer), and
+the speed-up over torch's dense bf16 and fp32 matmul of the same shape (copies rotated too).
+Then the GEMM path (M = 64, 256) against torch's dense fp32 matmul of the dequantized weight,
+and a cache-hot case: K=14336, N=4096, M=1, group 32, act-order, one weight copy.
+
+    python scripts/bench_q4_cpu.py [--threads N] [--kernel avx512|avx2|scalar] [--min-mb 320]
+"""
+import argparse
+import math
+import os
+import time
+
+import torch
+
+import pntk
+from pntk import q4
+
+LLAMA2_SHAPES = [  # (K, N)
+    ("7B qkv", 4096, 12288),
+    ("7B o", 4096, 4096),
+    ("7B gate+up", 4096, 22016),
+    ("7B down", 11008, 4096),
+    ("13B qkv", 5120, 15360),
+    ("13B o", 5120, 5120),
+    ("13B gate+up", 5120, 27648),
+    ("13B down", 13824, 5120),
+]
+
+
+def timed(fn, calls_per_batch, batches=5):
+    """Best seconds per call over `batches` batches, after a warm-up batch (the best batch is
+    the one least disturbed by other work on a shared machine)."""
+    fn_batch = lambda: [fn(i) for i in range(calls_per_batch)]  # noqa: E731
+    fn_batch()
+    samples = []
+    for _ in range(batches):
+        start = time.perf_counter()
+        fn_batch()
+        samples.append((time.perf_counter() - start) / calls_per_batch)
+    return min(samples)
+
+
+class ReadBandwidth:
+    """GB/s of a multithreaded streaming sum (torch's parallel reduction) over 1 GiB, measured
+    before the first shape and after every shape. A shape's rows are compared with the higher
+    of the measurements just before and just after it: on a shared machine the bandwidth
+    available drifts during the run, and the higher figure is the conservative choice."""
+
+    def __init__(self):
+        self.buffer = torch.ones(2**30 // 4, dtype=torch.float32)
+        self.samples = []
+
+    def measure(self):
+        seconds = timed(lambda i: self.buffer.sum(), 1, batches=7)
+        self.samples.append(self.buffer.numel() * 4 / seconds / 1e9)
+
+    def around(self, shape_index):
+        return max(self.samples[shape_index], self.samples[shape_index + 1])
+
+
+def random_q4(k, n, group_size, generator):
+    """A Q4Matrix from random GPTQ tensors (act-order g_idx); values do not matter to speed."""
+    groups = k // group_size
+    qweight = torch.randint(-(2**31), 2**31 - 1, (k // 8, n), dtype=torch.int32, generator=generator)
+    qzeros = torch.randint(-(2**31), 2**31 - 1, (groups, n // 8), dtype=torch.int32, generator=generator)
+    scales = (torch.rand(groups, n, generator=generator) * 0.01).to(torch.float16)
+    g_idx = (torch.arange(k) // group_size)[torch.randperm(k, generator=generator)].to(torch.int32)
+    return pntk.Q4Matrix.from_gptq(qweight, qzeros, scales, g_idx)
+
+
+def q4_bytes(k, n, group_size, m):
+    groups = k // group_size
+    return k * n // 2 + groups * n * 2 + groups * n // 2 + m * k * 2 + m * n * 2
+
+
+def copies_for(bytes_per_copy, min_bytes):
+    return max(2, math.ceil(min_bytes / bytes_per_copy))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
+    parser.add_argument("--kernel", default=None, help="CPU kernel family (default: the best this CPU runs)")
+    parser.add_argument("--min-mb", type=float, default=320.0, help="rotated working set per case, MB")
+    args = parser.parse_args()
+    if args.threads:
+        q4.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
+    if args.kernel:
+        q4.set_cpu_kernel(args.kernel)
+    min_bytes = args.min_mb * 1e6
+    generator = torch.Generator().manual_seed(0)
+
+    bandwidth = ReadBandwidth()
+    print(f"pntk {pntk.__version__}, cpu_kernel {pntk._core.q4_cpu_kernel()}, threads {q4.get_num_threads()} "
+          f"(torch {torch.get_num_threads()}), cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
+    print(f"working set per case >= {args.min_mb:.0f} MB (weight copies rotated); activations fp16; act-order g_idx")
+    print()
+    rows = []
+    header = (f"{'shape':<12} {'K':>6} {'N':>6} {'g':>4} {'M':>2} {'copies':>6} {'q4 ms':>8} {'GB/s':>6} {'bw GB/s':>7} "
+              f"{'%bw':>5} {'bf16 ms':>8} {'x bf16':>7} {'fp32 ms':>8} {'x fp32':>7}")
+    bandwidth.measure()
+    for shape_index, (label, k, n) in enumerate(LLAMA2_SHAPES):
+        dense = {}
+        for dtype in (torch.bfloat16, torch.float32):
+            weight_bytes = k * n * torch.finfo(dtype).bits // 8
+            weights = [torch.randn(k, n, generator=generator).to(dtype) for _ in range(copies_for(weight_bytes, min_bytes))]
+            for m in (1, 8):
+                x = torch.randn(m, k, generator=generator).to(dtype)
+                dense[dtype, m] = timed(lambda i: x @ weights[i % len(weights)], len(weights))
+            del weights
+        for group_size in (32, 128):
+            copies = copies_for(q4_bytes(k, n, group_size, 0), min_bytes)
+            mats = [random_q4(k, n, group_size, generator) for _ in range(copies)]
+            for m in (1, 8):
+                x = torch.randn(m, k, generator=generator).to(torch.float16)
+                seconds = timed(lambda i: mats[i % copies](x), copies)
+                rows.append((shape_index, label, k, n, group_size, m, copies, seconds,
+                             dense[torch.bfloat16, m], dense[torch.float32, m]))
+            del mats
+        bandwidth.measure()
+    print(f"read bandwidth (streaming sum over 1 GiB, {torch.get_num_threads()} threads), GB/s, before each shape "
+          f"and after the last: {', '.join(f'{b:.1f}' for b in bandwidth.samples)}")
+    print()
+    print(header)
+    print("-" * len(header))
+    for shape_index, label, k, n, group_size, m, copies, seconds, bf16, fp32 in rows:
+        gbs = q4_bytes(k, n, group_size, m) / seconds / 1e9
+        bw = bandwidth.around(shape_index)
+        print(f"{label:<12} {k:>6} {n:>6} {group_size:>4} {m:>2} {copies:>6} {seconds * 1e3:>8.3f} {gbs:>6.1f} {bw:>7.1f} "
+              f"{100 * gbs / bw:>4.0f}% {bf16 * 1e3:>8.3f} {bf16 / seconds:>6.1f}x {fp32 * 1e3:>8.3f} {fp32 / seconds:>6.1f}x")
+
+    print()
+    print("GEMM path (M > 16): q4 vs torch fp32 matmul of the dequantized weight (one copy each)")
+    for label, k, n in (LLAMA2_SHAPES[1], LLAMA2_SHAPES[7]):
+        w = random_q4(k, n, 32, generator)
+        dense = w.dequantize(torch.float32)
+        for m in (64, 256):
+            x = torch.randn(m, k, generator=generator)
+            q4_seconds = timed(lambda i: w(x), 2, batches=3)
+            dense_seconds = timed(lambda i: x @ dense, 2, batches=3)
+            print(f"  {label:<12} K={k:>5} N={n:>5} M={m:>3}: q4 {q4_seconds * 1e3:8.2f} ms ({2 * m * k * n / q4_seconds / 1e9:6.1f} GFLOP/s), "
+                  f"fp32 {dense_seconds * 1e3:8.2f} ms: {dense_seconds / q4_seconds:.2f}x", flush=True)
+        del w, dense
+
+    k, n = 14336, 4096
+    hot = random_q4(k, n, 32, generator)
+    x = torch.randn(1, k, generator=generator).to(torch.float16)
+    seconds = timed(lambda i: hot(x), 50)
+    size_mb = q4_bytes(k, n, 32, 0) / 1e6
+    print()
+    print(f"cache-hot: K={k} N={n} M=1 group 32 act-order, one copy ({size_mb:.1f} MB): {seconds * 1e3:.3f} ms "
+          f"({q4_bytes(k, n, 32, 1) / seconds / 1e9:.1f} GB/s), {q4.get_num_threads()} threads")
+    # On a shared machine wall time includes other processes' turns; the CPU time of a
+    # one-thread run does not, so it shows the kernel's own speed.
+    threads = q4.get_num_threads()
+    q4.set_num_threads(1)
+    for _ in range(5):
+        hot(x)
+    start = time.thread_time()
+    for _ in range(50):
+        hot(x)
+    cpu = (time.thread_time() - start) / 50
+    q4.set_num_threads(threads)
+    print(f"  same case on one thread: {cpu * 1e3:.3f} ms of CPU time per call ({k * n / cpu / 1e9:.1f} multiply-adds/ns)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+// CPU q4 kernels: every SIMD family this CPU runs against the scalar reference, on the
+// same packed matrix (narrow last tile, act-order, uneven groups, GEMV and GEMM rows),
+// and validation errors that name the tensor.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <stdexcept>
+
+#include "core/float_round.h"
+#include "core/q4_matrix.h"
+#include "core/thread_pool.h"
+
+namespace pntk {
+namespace {
+
+TensorView view_of(void* data, std::vector<int64_t> shape, DType dtype) {
+  TensorView t;
+  t.data = data;
+  t.shape = shape;
+  t.strides.assign(shape.size(), 1);
+  for (int i = static_cast<int>(shape.size()) - 2; i >= 0; --i) t.strides[i] = t.strides[i + 1] * shape[i + 1];
+  t.dtype = dtype;
+  return t;
+}
+
+struct RandomGptq {
+  int64_t k, n, groups;
+  std::vector<int32_t> qweight, qzeros, g_idx;
+  std::vector<uint16_t> scales;
+
+  RandomGptq(int64_t k_, int64_t n_, int64_t groups_, std::mt19937& rng) : k(k_), n(n_), groups(groups_) {
+    std::uniform_int_distribution<uint32_t> bits;
+    std::normal_distribution<double> normal(0.0, 0.02);
+    for (int64_t i = 0; i < k / 8 * n; ++i) qweight.push_back(static_cast<int32_t>(bits(rng)));
+    for (int64_t i = 0; i < groups * n / 8; ++i) qzeros.push_back(static_cast<int32_t>(bits(rng)));
+    for (int64_t i = 0; i < groups * n; ++i) scales.push_back(double_to_half_bits(normal(rng)));
+    std::uniform_int_distribution<int32_t> group(0, static_cast<int32_t>(groups - 1));
+    for (int64_t i = 0; i < k; ++i) g_idx.push_back(i < groups ? static_cast<int32_t>(i) : group(rng));  // uneven
+    std::shuffle(g_idx.begin(), g_idx.end(), rng);
+  }
+  TensorView qweight_view() { return view_of(qweight.data(), {k / 8, n}, DType::int32); }
+  TensorView qzeros_view() { return view_of(qzeros.data(), {groups, n / 8}, DType::int32); }
+  TensorView scales_view() { return view_of(scales.data(), {groups, n}, DType::float16); }
+  TensorView g_idx_view() { return view_of(g_idx.data(), {k}, DType::int32); }
+};
+
+std::vector<float> run(const Q4Matrix& w, const std::string& kernel, const std::vector<float>& x, int64_t m) {
+  q4_set_cpu_kernel(kernel);
+  std::vector<float> y(static_cast<size_t>(m * w.shape().out_features));
+  w.forward(view_of(const_cast<float*>(x.data()), {m, w.shape().in_features}, DType::float32),
+            view_of(y.data(), {m, w.shape().out_features}, DType::float32));
+  return y;
+}
+
+TEST(Q4Matrix, SimdKernelsMatchScalarReference) {
+  std::mt19937 rng(std::random_device{}());
+  RandomGptq t(320, 200, 7, rng);  // 200 = 3 tiles of 64 + a tile of 8 columns
+  TensorView g_idx = t.g_idx_view();
+  const Q4Matrix w(t.qweight_view(), t.qzeros_view(), t.scales_view(), &g_idx, nullptr, GptqFormat::gptq_v2);
+  EXPECT_TRUE(w.shape().act_order);
+  const std::string previous = q4_cpu_kernel().name;
+  for (int64_t m : {1, 5, 16, 23}) {
+    std::vector<float> x(static_cast<size_t>(m * t.k));
+    std::normal_distribution<float> normal;
+    for (float& v : x) v = normal(rng);
+    const std::vector<float> expected = run(w, "scalar", x, m);
+    for (const Q4CpuKernel* kernel : q4_cpu_kernels()) {
+      const std::vector<float> y = run(w, kernel->name, x, m);
+      double error = 0, norm = 0;
+      for (size_t i = 0; i < y.size(); ++i) {
+        ASSERT_TRUE(std::isfinite(y[i])) << kernel->name << " M=" << m;
+        error += (y[i] - expected[i]) * double(y[i] - expected[i]);
+        norm += expected[i] * double(expected[i]);
+      }
+      EXPECT_LE(std::sqrt(error / norm), 1e-6) << kernel->name << " M=" << m;
+    }
+  }
+  q4_set_cpu_kernel(previous);
+}
+
+TEST(Q4Matrix, ValidationNamesTheTensor) {
+  std::mt19937 rng(1);
+  RandomGptq t(64, 16, 4, rng);
+  TensorView g_idx = t.g_idx_view();
+  t.g_idx[3] = 4;
+  try {
+    validate_gptq(t.qweight_view(), t.qzeros_view(), t.scales_view(), &g_idx, nullptr);
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "g_idx: value 4 at row 3 is outside [0, groups = 4)");
+  }
+  TensorView scales = t.scales_view();
+  scales.dtype = DType::float32;
+  EXPECT_THROW(validate_gptq(t.qweight_view(), t.qzeros_view(), scales, nullptr, nullptr), std::invalid_argument);
+  EXPECT_THROW(parse_gptq_format("gptq_v3"), std::invalid_argument);
+}
+
+TEST(ThreadPool, CoversEveryTaskOnce) {
+  const int threads = get_num_threads();
+  for (int n : {1, 2, 5}) {
+    set_num_threads(n);
+    std::vector<int> hits(37, 0);
+    parallel_for(37, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) ++hits[i];
+    });
+    for (int h : hits) EXPECT_EQ(h, 1);
+  }
+  set_num_threads(threads);
+  EXPECT_THROW(set_num_threads(0), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace pntk

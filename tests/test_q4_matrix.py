@@ -1,0 +1,219 @@
+"""pntk.Q4Matrix on the CPU against the float64 GPTQ reference (gptq_reference.py), for every
+kernel this CPU runs, format, group size, act-order and activation dtype."""
+import numpy as np
+import pytest
+import torch
+
+import pntk
+from pntk import q4
+
+import gptq_reference as ref
+
+K, N = 384, 136  # N = 2 full 64-column tiles + 8 columns: the narrow-tile (masked) path
+ROWS = (1, 2, 3, 8, 17, 64)  # GEMV (<= 16) and GEMM rows
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+KERNELS = q4.cpu_kernels()
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request):
+    previous = pntk._core.q4_cpu_kernel()
+    q4.set_cpu_kernel(request.param)
+    yield request.param
+    q4.set_cpu_kernel(previous)
+
+
+def check_forward(w, tensors, checkpoint_format, dtype, rng, rows=ROWS, bias=None):
+    w64 = ref.dequantize(tensors["qweight"], tensors["qzeros"], tensors["scales"], tensors["g_idx"], checkpoint_format)
+    for m in rows:
+        x = torch.from_numpy(rng.standard_normal((m, w.in_features)).astype(np.float32)).to(dtype)
+        y = w(x)
+        assert y.dtype == dtype and y.shape == (m, w.out_features)
+        error = ref.relative_error(y, ref.matmul(x, w64, bias))
+        assert error <= ref.TOLERANCE[dtype], f"M={m} {dtype}: relative error {error:.3g}"
+
+
+@pytest.mark.parametrize("checkpoint_format", ["gptq", "gptq_v2"])
+@pytest.mark.parametrize("group_size", [32, 64, 128, 24, -1])  # 24: a divisor of K that is no power of 2
+@pytest.mark.parametrize("act_order", [False, True])
+@pytest.mark.parametrize("sym", [False, True])
+def test_forward_matches_fp64_reference(kernel, checkpoint_format, group_size, act_order, sym, rng):
+    groups = 1 if group_size == -1 else K // group_size
+    tensors = ref.random_gptq(K, N, groups, rng, act_order=act_order, sym=sym, checkpoint_format=checkpoint_format)
+    w = pntk.Q4Matrix.from_gptq(**tensors, checkpoint_format=checkpoint_format)
+    # one group (-1) has nothing to reorder: g_idx is all zeros
+    assert (w.in_features, w.out_features, w.group_size, w.act_order) == (K, N, group_size, act_order and groups > 1)
+    for dtype in DTYPES:
+        check_forward(w, tensors, checkpoint_format, dtype, rng)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_uneven_groups_and_bias(kernel, dtype, rng):
+    # g_idx with random group sizes (not multiples of 8), 5 groups over K = 200 rows
+    k, n = 200, 72
+    tensors = ref.random_gptq(k, n, 5, rng, uneven=True)
+    bias = torch.from_numpy(rng.standard_normal(n).astype(np.float32)).to(dtype)
+    w = pntk.Q4Matrix.from_gptq(**tensors, bias=bias, checkpoint_format="gptq_v2")
+    assert w.group_size == 0 and w.act_order
+    check_forward(w, tensors, "gptq_v2", dtype, rng, bias=bias)
+
+
+def test_rows_beyond_one_gemm_row_block(kernel, rng):
+    tensors = ref.random_gptq(K, 72, 12, rng, act_order=True)
+    w = pntk.Q4Matrix.from_gptq(**tensors)
+    x = torch.from_numpy(rng.standard_normal((600, K)).astype(np.float32))[::2]  # 300 rows, row stride 2K
+    expected = ref.matmul(x, ref.dequantize(**tensors))
+    assert ref.relative_error(w(x), expected) <= ref.TOLERANCE[torch.float32]
+    assert w(x[:0]).shape == (0, 72)
+
+
+def test_dequantize_is_exact_in_original_row_order(rng):
+    tensors = ref.random_gptq(K, N, 12, rng, act_order=True)
+    w = pntk.Q4Matrix.from_gptq(**tensors)
+    expected = ref.dequantize(**tensors, checkpoint_format="gptq")
+    assert np.array_equal(w.dequantize().numpy().astype(np.float64), expected)
+    half = w.dequantize(torch.float16)
+    assert half.dtype == torch.float16
+    assert torch.equal(half, torch.from_numpy(expected).to(torch.float16))
+
+
+def test_holds_only_packed_weights_scales_zeros_and_permutation(rng):
+    groups = 12
+    w = pntk.Q4Matrix.from_gptq(**ref.random_gptq(K, N, groups, rng, act_order=True))
+    packed_weights, scales, zeros = K * N // 2, groups * N * 2, groups * N // 2
+    permutation = K * 4 + (groups + 1) * 8  # packed row -> row, group starts
+    assert w._backend.storage_bytes == packed_weights + scales + zeros + permutation
+
+
+def test_batch_dimensions_and_strided_input(rng):
+    tensors = ref.random_gptq(K, N, 3, rng)
+    w = pntk.Q4Matrix.from_gptq(**tensors)
+    x = torch.from_numpy(rng.standard_normal((2, 3, 2 * K)).astype(np.float32))[..., ::2]  # last stride 2
+    y = w(x)
+    assert y.shape == (2, 3, N)
+    expected = ref.matmul(x.reshape(-1, K), ref.dequantize(**tensors)).reshape(2, 3, N)
+    assert ref.relative_error(y, expected) <= ref.TOLERANCE[torch.float32]
+
+
+@pytest.mark.parametrize("rows", [1, 64])
+def test_fp16_partial_sums_that_would_overflow(kernel, rows, rng):
+    # K = 13824 (Llama-2-13B down_proj). Every row of a column has q - z = d_n (1..7) and the
+    # activations are +8 in the first half and -8 in the second plus unit noise: partial sums
+    # reach 8 * 7 * s * 6912 ~ 4e5 (> 65504) while the outputs stay near 7 * s * sqrt(K).
+    k, n, groups = 13824, 64, 108
+    d = rng.integers(1, 8, size=n)
+    z = rng.integers(0, 16 - 7, size=(groups, n))
+    q = np.repeat(z, k // groups, axis=0) + d  # [K, N], values in 1..15
+    qweight = torch.from_numpy((q.reshape(k // 8, 8, n) << (4 * np.arange(8))[None, :, None]).sum(axis=1).astype(np.uint64).astype(np.uint32).view(np.int32))
+    qzeros = torch.from_numpy((z.reshape(groups, n // 8, 8) << (4 * np.arange(8))).sum(axis=2).astype(np.uint64).astype(np.uint32).view(np.int32))
+    scales = torch.from_numpy(rng.uniform(0.5, 1.0, size=(groups, n)).astype(np.float16))
+    w = pntk.Q4Matrix.from_gptq(qweight, qzeros, scales, checkpoint_format="gptq_v2")
+    sign = np.where(np.arange(k) < k // 2, 8.0, -8.0)
+    x = torch.from_numpy((sign + rng.standard_normal((rows, k))).astype(np.float16))
+    w64 = ref.dequantize(qweight, qzeros, scales, checkpoint_format="gptq_v2")
+    assert np.abs(x.double().numpy()[:, : k // 2] @ w64[: k // 2]).max() > 65504  # fp16 partial sums overflow
+    expected = ref.matmul(x, w64)
+    assert np.abs(expected).max() < 65504
+    y = w(x)
+    assert torch.isfinite(y).all()
+    assert ref.relative_error(y, expected) <= ref.TOLERANCE[torch.float16]
+
+
+def test_results_do_not_depend_on_thread_count(rng):
+    tensors = ref.random_gptq(K, 8 * 64 + 8, 6, rng, act_order=True)
+    w = pntk.Q4Matrix.from_gptq(**tensors)
+    threads = q4.get_num_threads()
+    try:
+        for m in (1, 17):
+            x = torch.from_numpy(rng.standard_normal((m, K)).astype(np.float32))
+            q4.set_num_threads(1)
+            single = w(x)
+            q4.set_num_threads(3)
+            assert q4.get_num_threads() == 3
+            assert torch.equal(w(x), single)
+    finally:
+        q4.set_num_threads(threads)
+
+
+def test_build_info_and_kernels():
+    info = pntk.build_info()
+    assert isinstance(info["version"], str) and isinstance(info["cuda"], bool)
+    assert all(isinstance(a, int) for a in info["cuda_archs"])
+    assert info["cpu_kernel"] in KERNELS
+    assert KERNELS[-1] == "scalar"
+    assert pntk.get_num_threads() >= 1
+
+
+# ---- bad input -------------------------------------------------------------------------
+
+
+def valid(rng, groups=4, act_order=True):
+    return ref.random_gptq(64, 16, groups, rng, act_order=act_order)
+
+
+def replace(tensors, **changes):
+    out = dict(tensors)
+    out.update(changes)
+    return out
+
+
+BAD_INPUTS = [
+    ("qweight float", lambda t: replace(t, qweight=t["qweight"].float()), "qweight: must be int32, got float32"),
+    ("qweight 1-D", lambda t: replace(t, qweight=t["qweight"].flatten()), "qweight: must have 2 dimensions"),
+    ("qweight empty", lambda t: replace(t, qweight=t["qweight"][:0]), "qweight: must not be empty"),
+    ("qweight N % 8", lambda t: replace(t, qweight=t["qweight"][:, :12].contiguous()), "qweight: out_features N = 12 must be a multiple of 8"),
+    ("qweight strided", lambda t: replace(t, qweight=t["qweight"].t().contiguous().t()), "qweight: must be contiguous"),
+    ("qweight numpy", lambda t: replace(t, qweight=t["qweight"].numpy()), "qweight: must be a torch.Tensor"),
+    ("qzeros int64", lambda t: replace(t, qzeros=t["qzeros"].long()), "qzeros: must be int32, got int64"),
+    ("qzeros columns", lambda t: replace(t, qzeros=torch.cat([t["qzeros"]] * 2, 1)), r"qzeros: shape must be \[groups, N/8\] = \[4, 2\], got \[4, 4\]"),
+    ("scales float32", lambda t: replace(t, scales=t["scales"].float()), "scales: must be float16, got float32"),
+    ("scales rows", lambda t: replace(t, scales=t["scales"][:3].contiguous()), r"scales: shape must be \[groups, N\]"),
+    ("scales columns", lambda t: replace(t, scales=t["scales"][:, :8].contiguous()), r"scales: shape must be \[groups, N\]"),
+    ("g_idx length", lambda t: replace(t, g_idx=t["g_idx"][:-8].contiguous()), r"g_idx: shape must be \[K\]"),
+    ("g_idx int64", lambda t: replace(t, g_idx=t["g_idx"].long()), "g_idx: must be int32, got int64"),
+    ("g_idx too large", lambda t: replace(t, g_idx=torch.where(torch.arange(64) == 5, 4, t["g_idx"]).int()), r"g_idx: value 4 at row 5 is outside \[0, groups = 4\)"),
+    ("g_idx negative", lambda t: replace(t, g_idx=torch.where(torch.arange(64) == 9, -1, t["g_idx"]).int()), r"g_idx: value -1 at row 9 is outside"),
+    ("groups do not divide K", lambda t: replace(t, qzeros=t["qzeros"][:3].contiguous(), scales=t["scales"][:3].contiguous(), g_idx=None), "qzeros: 3 groups do not divide in_features K = 64"),
+    ("bias shape", lambda t: replace(t, bias=torch.zeros(8, dtype=torch.float16)), r"bias: shape must be \[N\] = \[16\], got \[8\]"),
+    ("bias int", lambda t: replace(t, bias=torch.zeros(16, dtype=torch.int32)), "bias: must be float16, bfloat16 or float32, got int32"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_gptq_tensors_name_the_tensor(case, rng):
+    _, mutate, message = case
+    with pytest.raises(ValueError, match=message):
+        pntk.Q4Matrix.from_gptq(**mutate(valid(rng)))
+
+
+def test_bad_checkpoint_format(rng):
+    with pytest.raises(ValueError, match="checkpoint_format: must be 'gptq' or 'gptq_v2', got 'gptq_v3'"):
+        pntk.Q4Matrix.from_gptq(**valid(rng), checkpoint_format="gptq_v3")
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (torch.zeros(2, 63), r"x: last dimension must be in_features = 64, got shape \[2, 63\]"),
+        (torch.zeros(2, 64, dtype=torch.float64), "x: dtype torch.float64 is not supported"),
+        (torch.zeros(2, 64, dtype=torch.int32), "x: must be float16, bfloat16 or float32, got int32"),
+        (torch.tensor(1.0), "x: last dimension must be in_features = 64"),
+    ],
+)
+def test_bad_activations(x, message, rng):
+    w = pntk.Q4Matrix.from_gptq(**valid(rng))
+    with pytest.raises(ValueError, match=message):
+        w(x)
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="threads: must be at least 1, got 0"):
+        q4.set_num_threads(0)
+    with pytest.raises(ValueError, match="kernel: 'avx9000' is not available on this CPU"):
+        q4.set_cpu_kernel("avx9000")
+
+
+def test_dequantize_bad_dtype(rng):
+    w = pntk.Q4Matrix.from_gptq(**valid(rng))
+    with pytest.raises(ValueError, match="dtype: must be float16, bfloat16 or float32, got int32"):
+        w.dequantize(torch.int32)
