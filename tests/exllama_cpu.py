@@ -4,7 +4,10 @@ layers, and ExLlama.forward gets as far as the first kernel call; that covers ev
 changes (config, tables, the position check). Used by the tests (PyPI's exllama 0.1.0) and by
 scripts/check_patches_upstream.sh (the pinned 3b013cd and 0.0.17 files, patched).
 """
+import importlib
+import importlib.util
 import json
+import sys
 import types
 
 import torch
@@ -75,3 +78,12 @@ def load_on_cpu(module, directory, max_seq_len=None):
     device_map.embed_tokens = device_map.norm = device_map.lm_head = "cpu"
     device_map.layers = ["cpu"] * config.num_hidden_layers
     return module.ExLlama(config)
+
+
+def import_pypi_exllama(monkeypatch):
+    """A fresh exllama.model from PyPI's exllama 0.1.0 (its CUDA extension, built at import, stubbed)."""
+    assert importlib.util.find_spec("exllama") is not None, (
+        "PyPI's exllama 0.1.0 is a test dependency (scripts/setup.sh installs it)")
+    monkeypatch.setitem(sys.modules, "exllama.cuda_ext", cuda_ext_stub("exllama.cuda_ext"))
+    monkeypatch.delitem(sys.modules, "exllama.model", raising=False)
+    return importlib.import_module("exllama.model")

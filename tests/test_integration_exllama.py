@@ -18,7 +18,7 @@ import torch
 import pntk
 from pntk import RopePlan, cli
 from pntk.examples import example_path
-from exllama_cpu import cuda_ext_stub, load_on_cpu, write_tiny_gptq_model
+from exllama_cpu import import_pypi_exllama, load_on_cpu, write_tiny_gptq_model
 from pntk.integrations import exllama
 
 STANDIN = Path(__file__).parent / "standins" / "exllama_model.py"
@@ -150,15 +150,7 @@ def test_default_length_for_exllama_scripts(tmp_path):
 
 @pytest.fixture
 def pypi_exllama(monkeypatch):
-    """exllama.model from PyPI's exllama 0.1.0 with its CUDA extension (built at import) stubbed."""
-    spec = importlib.util.find_spec("exllama")
-    assert spec is not None, "PyPI's exllama 0.1.0 is a test dependency (scripts/setup.sh installs it)"
-    monkeypatch.setitem(sys.modules, "exllama.cuda_ext", cuda_ext_stub("exllama.cuda_ext"))
-    for name in ("exllama.model",):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    import exllama.model as model
-
-    return model
+    return import_pypi_exllama(monkeypatch)
 
 
 def test_pypi_exllama_config_runs_hooked(pypi_exllama, capsys):
