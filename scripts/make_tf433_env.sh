@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Transformers 4.33 (the line text-generation-webui 1.6.1 pins) in a virtualenv of its own, beside
-# the suite's Transformers 5, and the legacy integration tests run in it:
+# the suite's Transformers 5, and the legacy integration tests (rotary embeddings per layer, the
+# QuantLinear swap) run in it:
 #   scripts/make_tf433_env.sh [VENV_DIR] [PYTEST ARGS...]     (VENV_DIR default: build/venv-tf433)
 # The venv sees the packages of the `python` that has pntk installed (scripts/setup.sh) behind its
 # own, so it reuses that build of pntk and shadows only Transformers and its hub/tokenizer pins.
@@ -17,4 +18,4 @@ echo "import site; site.addsitedir('$main_site')" > "$venv_site/pntk_main_env.pt
 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
   "transformers==4.33.3" "tokenizers==0.13.3" "huggingface_hub==0.17.3"
 "$venv/bin/python" -c "import transformers, pntk; print('transformers', transformers.__version__, '/ pntk', pntk.__version__)"
-"$venv/bin/python" -m pytest tests/test_integration_transformers_legacy.py -p no:cacheprovider "$@"
+"$venv/bin/python" -m pytest tests/test_integration_transformers_legacy.py tests/test_integration_q4.py -p no:cacheprovider "$@"

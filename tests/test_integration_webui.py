@@ -59,14 +59,24 @@ def test_launch_hooks_webui_loaders_settings_and_menu(models_dir):
 
 def test_launch_hooks_an_exllama_checkout(tmp_path):
     shutil.copy(STANDINS / "exllama_model.py", tmp_path / "model.py")
-    (tmp_path / "example.py").write_text(
-        "import sys\nimport model\nfrom pntk.integrations import exllama\n"
-        "print('status:', exllama.status(model))\n"
-        "print('max_seq_len:', model.ExLlamaConfig(sys.argv[1]).max_seq_len)\n"
+    (tmp_path / "model_init.py").write_text(  # stand-in: ExLlama's script helpers, -l defaults to 2048
+        "def add_args(parser):\n"
+        "    parser.add_argument('-c', '--config')\n"
+        "    parser.add_argument('-l', '--length', type=int, default=2048)\n"
+        "def get_model_files(args):\n"
+        "    pass\n"
     )
-    result = run_launch(["example.py", str(AIROPHIN / "config.json")], tmp_path)
+    (tmp_path / "example.py").write_text(
+        "import argparse, sys\nimport model, model_init\nfrom pntk.integrations import exllama\n"
+        "print('status:', exllama.status(model))\n"
+        "print('max_seq_len:', model.ExLlamaConfig(sys.argv[2]).max_seq_len)\n"
+        "parser = argparse.ArgumentParser()\nmodel_init.add_args(parser)\nargs = parser.parse_args(sys.argv[1:])\n"
+        "model_init.get_model_files(args)\nprint('length:', args.length)\n"
+    )
+    result = run_launch(["example.py", "-c", str(AIROPHIN / "config.json")], tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"status: {exllama.HOOKED}" in result.stdout and "max_seq_len: 16384" in result.stdout
+    assert "length: 16384" in result.stdout
 
 
 def test_launch_refuses_a_missing_script(tmp_path):
