@@ -179,3 +179,20 @@ def test_pypi_exllama_q4_switch_on_a_real_ex4bitlinear(monkeypatch, tmp_path, ge
     reference_w = dequantize_fp64(q, z, tensors[key + ".scales"], tensors[key + ".g_idx"])
     x = torch.randn(1, 3, linear.in_features, generator=generator).half()
     assert relative_max_diff(linear.forward(x, None), x.double() @ reference_w) < RELATIVE_TOLERANCE
+
+
+def test_apply_with_swap_q4_gives_tables_and_q4_matrices(tmp_path, seed, generator):
+    from llama_reference import PNTK_TINY, write_config
+
+    QuantLinear = auto_gptq_quant_linear_class()
+    model = tiny_model(PNTK_TINY, seed).half()
+    q, z, scales, g_idx = random_gptq(generator, 64, 64, act_order=False)
+    quant = QuantLinear(4, GROUP_SIZE, 64, 64, bias=False)
+    quant.qweight, quant.qzeros = pack_gptq_v1(q, z)
+    quant.scales, quant.g_idx = scales, g_idx
+    model.model.layers[0].self_attn.o_proj = quant
+    plan = pntk_tf.apply(model, write_config(tmp_path, PNTK_TINY), announce=False, swap_q4=True)
+    assert plan.method == "pntk" and isinstance(model.model.rotary_emb, pntk_tf.PntkRotaryEmbedding)
+    swapped = model.model.layers[0].self_attn.o_proj
+    assert isinstance(swapped, Q4Linear)
+    assert torch.equal(swapped.q4.dequantize(torch.float32).double(), dequantize_fp64(q, z, scales, g_idx))

@@ -29,6 +29,7 @@ from typing import Optional
 
 import torch
 
+from ..q4 import Q4Matrix
 from ..rope import RopePlan
 
 Q4_SWITCH = "PNTK_EXLLAMA_Q4"
@@ -133,12 +134,8 @@ def q4_matrix(linear):
     config = linear.config
     if not getattr(config, "pntk_q4", False):
         return None
-    import pntk
-
-    if not hasattr(pntk, "Q4Matrix"):
-        raise ValueError(f"{linear.key}: {Q4_SWITCH}: this pntk build has no Q4Matrix")
     g_idx = None if linear.g_idx is None else linear.g_idx.to(linear.qweight.device)
-    matrix = pntk.Q4Matrix.from_gptq(linear.qweight, linear.qzeros, linear.scales, g_idx, linear.bias, "gptq")
+    matrix = Q4Matrix.from_gptq(linear.qweight, linear.qzeros, linear.scales, g_idx, linear.bias, "gptq")
     config.fused_attn = False  # the fused kernels read ExLlama's q4 buffers, not pntk's
     config.fused_mlp_thd = 0
     return matrix

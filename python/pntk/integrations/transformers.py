@@ -24,7 +24,9 @@ from typing import Optional, Union
 
 import torch
 
+from ..q4 import Q4Matrix
 from ..rope import RopePlan
+from .q4_linear import Q4Linear
 
 # forward styles of a rotary embedding module (see the module docstring)
 POSITION_IDS, SEQ_LEN_4D, SEQ_LEN_2D = "position_ids", "seq_len_4d", "seq_len_2d"
@@ -218,12 +220,6 @@ def swap_quant_linear(model: torch.nn.Module, checkpoint_format: str = "gptq") -
     checkpoint_format is "gptq" (v1: W = s*(q - ((z+1) & 15)), what AutoGPTQ holds) or "gptq_v2"
     (W = s*(q - z)). Returns how many modules were swapped.
     """
-    import pntk
-
-    from .q4_linear import Q4Linear
-
-    if not hasattr(pntk, "Q4Matrix"):
-        raise ValueError("pntk.Q4Matrix: this pntk build has no q4 matrix; cannot swap QuantLinear modules")
     swapped = []
     for name, module in model.named_modules():
         if type(module).__name__ != "QuantLinear" or not hasattr(module, "qweight"):
@@ -236,7 +232,7 @@ def swap_quant_linear(model: torch.nn.Module, checkpoint_format: str = "gptq") -
             raise ValueError(f"{name}: bits: pntk runs 4-bit GPTQ only, got {bits}")
         bias = getattr(module, "bias", None)
         g_idx = getattr(module, "g_idx", None)
-        matrix = pntk.Q4Matrix.from_gptq(module.qweight, module.qzeros, module.scales, g_idx, bias, checkpoint_format)
+        matrix = Q4Matrix.from_gptq(module.qweight, module.qzeros, module.scales, g_idx, bias, checkpoint_format)
         swapped.append((name, Q4Linear(matrix)))
     for name, replacement in swapped:
         parent_name, _, child = name.rpartition(".")
