@@ -117,7 +117,6 @@ class Q4CudaTiles {
 
   void gemv(const TensorView& x, const TensorView& y, const std::optional<TensorView>& bias,
             const TensorView& workspace, uintptr_t stream) const {
-    check_packed();
     check_on_device(x, device_, "x");
     pntk::check_dtype(x, DType::float16, "x");
     pntk::check_dims(x, 2, "x");
@@ -139,15 +138,16 @@ class Q4CudaTiles {
     check_on_device(workspace, device_, "workspace");
     pntk::check_dtype(workspace, DType::uint8, "workspace");
     pntk::check_contiguous(workspace, "workspace");
+    check_packed();
     pntk::cuda::q4_gemv_f16_cuda(matrix_, x.ptr<uint16_t>(), rows, x.strides[0], x.strides[1], y.ptr<uint16_t>(),
                                  bias_data, workspace.data, static_cast<size_t>(workspace.numel()), stream);
   }
 
   void dequantize(const TensorView& out, uintptr_t stream) const {
-    check_packed();
     check_on_device(out, device_, "out");
     check_shape(out, {plan_.k, plan_.n}, "out");
     pntk::check_contiguous(out, "out");
+    check_packed();
     pntk::cuda::q4_dequant_cuda(matrix_, out.data, out.dtype, stream);
   }
 

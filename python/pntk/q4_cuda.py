@@ -73,9 +73,13 @@ class CudaQ4Backend:
         if qweight.device.type != "cuda":
             raise ValueError(f"qweight: must be a CUDA tensor, got device {qweight.device}")
         self.device = qweight.device
-        g_idx_host = None if g_idx is None else view(g_idx.detach().to("cpu").contiguous(), "g_idx")
+        g_idx_host = None if g_idx is None else g_idx.detach().to("cpu").contiguous()  # alive during the call
         self._tiles = _core.Q4CudaTiles(
-            view(qweight, "qweight"), view(qzeros, "qzeros"), view(scales, "scales"), g_idx_host, checkpoint_format
+            view(qweight, "qweight"),
+            view(qzeros, "qzeros"),
+            view(scales, "scales"),
+            None if g_idx_host is None else view(g_idx_host, "g_idx"),
+            checkpoint_format,
         )
         self.in_features = self._tiles.in_features
         self.out_features = self._tiles.out_features
