@@ -110,8 +110,7 @@ class Q4CudaTiles {
   size_t workspace_bytes(int64_t rows) const {
     PNTK_CHECK(rows >= 1 && rows <= pntk::cuda::MAX_GEMV_ROWS, "rows",
                "must be 1 to " + std::to_string(pntk::cuda::MAX_GEMV_ROWS) + ", got " + std::to_string(rows));
-    return pntk::cuda::q4_gemv_shape(plan_.k_tiles(), plan_.strips(), plan_.k_padded, rows,
-                                     pntk::cuda::device_sm_count(device_))
+    return pntk::cuda::q4_gemv_shape(plan_.k_tiles(), plan_.strips(), rows, pntk::cuda::device_sm_count(device_))
         .workspace_bytes;
   }
 

@@ -38,8 +38,8 @@ Q4TileMatrix q4_pack_cuda(const Q4TilePlan& plan, const GptqTensors& gptq, void*
 int64_t device_sm_count(int device);
 
 // y fp16 [rows, N] (contiguous) = x fp16 [rows, K] @ W (+ bias fp16 [N]), rows <= 16, fp32
-// accumulation. x may have any strides. `workspace`: q4_gemv_shape(...).workspace_bytes, its
-// counters zero (it is left so).
+// accumulation. x may have any strides (act-order x is gathered in the kernel). `workspace`:
+// q4_gemv_shape(...).workspace_bytes, its counters zero (it is left so).
 void q4_gemv_f16_cuda(const Q4TileMatrix& matrix, const uint16_t* x, int64_t rows, int64_t x_row_stride,
                       int64_t x_col_stride, uint16_t* y, const uint16_t* bias, void* workspace,
                       size_t workspace_bytes, uintptr_t stream);

@@ -10,8 +10,9 @@
 // Grid: (strips, splits). A block's 4 warps take consecutive slices of the split's k-tiles and
 // add their C tiles in shared memory; with splits > 1 each block stores its fp32 sums to the
 // workspace and the last block of a strip to finish (a counter per strip) adds the splits in
-// order, adds the bias and writes y. Act-order x is first gathered into the padded row order
-// by q4_gather_x_f16_kernel (skipped when the plan is the identity and x is suitably strided).
+// order, adds the bias and writes y. With act-order (or padding, or an odd x stride) the x
+// fragments are gathered through row_src in the kernel (GATHER); otherwise they are read as
+// aligned fp16 pairs.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -22,7 +23,7 @@
 namespace pntk::cuda {
 namespace {
 
-constexpr int WARPS = static_cast<int>(GEMV_WARPS);
+constexpr int WARPS = GEMV_WARPS;
 constexpr int THREADS = 32 * WARPS;
 constexpr int PREFETCH = 4;  // k-tiles whose loads a warp issues before using the first one
 constexpr int STRIP = static_cast<int>(STRIP_N);
@@ -54,8 +55,9 @@ struct GemvArgs {
   const uint4* scales;       // [strips][G][8] uint4 = 8 fp16 scales of n-tiles 0..7
   const uint32_t* zeros;     // [strips][G][8]
   const int32_t* tile_group; // [Kp/16]
-  const __half* x;           // fp16 [rows][x_stride], row order of the padded matrix
-  int64_t x_stride;          // even
+  const int32_t* row_src;    // [Kp], original row of each padded row (-1: padding)
+  const uint16_t* x;         // fp16 [rows, K], strides in elements
+  int64_t x_row_stride, x_col_stride;
   __half* y;                 // fp16 [rows][n]
   const __half* bias;        // fp16 [n] or null
   float* partials;           // fp32 [splits][rows][n_padded] (splits > 1)
@@ -64,16 +66,35 @@ struct GemvArgs {
   int rows, k_tiles, groups, tiles_per_split, splits;
 };
 
-// x fragment of one k-tile: rows g and g+8 (when ROW_BLOCKS == 2), k = 16 kt + (2t, 2t+1)
-// and + 8; rows >= M are zero.
-template <int ROW_BLOCKS>
+// fp16 pair (x[row, src.x], x[row, src.y]) of original rows; padding rows (-1) and rows >= M are 0.
+__device__ __forceinline__ uint32_t gather_x_pair(const GemvArgs& args, int row, int2 src) {
+  if (row >= args.rows) return 0u;
+  const uint16_t* x_row = args.x + row * args.x_row_stride;
+  const uint32_t lo = src.x < 0 ? 0u : __ldg(x_row + src.x * args.x_col_stride);
+  const uint32_t hi = src.y < 0 ? 0u : __ldg(x_row + src.y * args.x_col_stride);
+  return lo | (hi << 16);
+}
+
+// A fragment of one k-tile: x rows g and g+8 (when ROW_BLOCKS == 2) at padded rows
+// k = 16 kt + (2t, 2t+1) and + 8. GATHER: through row_src; else x is unpermuted with
+// unit column stride, an even row stride and a 4-byte aligned start (rows >= M are 0).
+template <int ROW_BLOCKS, bool GATHER>
 __device__ __forceinline__ void load_x_fragment(uint32_t (&a)[4], const GemvArgs& args, int kt, int g, int t) {
   const int64_t k = static_cast<int64_t>(kt) * TILE_K + 2 * t;
-  const uint32_t* row = reinterpret_cast<const uint32_t*>(args.x + g * args.x_stride + k);
+  if (GATHER) {
+    const int2 src_lo = __ldg(reinterpret_cast<const int2*>(args.row_src + k));      // k, k+1
+    const int2 src_hi = __ldg(reinterpret_cast<const int2*>(args.row_src + k + 8));  // k+8, k+9
+    a[0] = gather_x_pair(args, g, src_lo);
+    a[2] = gather_x_pair(args, g, src_hi);
+    a[1] = ROW_BLOCKS == 2 ? gather_x_pair(args, g + 8, src_lo) : 0u;
+    a[3] = ROW_BLOCKS == 2 ? gather_x_pair(args, g + 8, src_hi) : 0u;
+    return;
+  }
+  const uint32_t* row = reinterpret_cast<const uint32_t*>(args.x + g * args.x_row_stride + k);
   a[0] = g < args.rows ? __ldg(row) : 0u;
   a[2] = g < args.rows ? __ldg(row + 4) : 0u;
   if (ROW_BLOCKS == 2 && g + 8 < args.rows) {
-    const uint32_t* row8 = reinterpret_cast<const uint32_t*>(args.x + (g + 8) * args.x_stride + k);
+    const uint32_t* row8 = reinterpret_cast<const uint32_t*>(args.x + (g + 8) * args.x_row_stride + k);
     a[1] = __ldg(row8);
     a[3] = __ldg(row8 + 4);
   } else {
@@ -82,7 +103,7 @@ __device__ __forceinline__ void load_x_fragment(uint32_t (&a)[4], const GemvArgs
 }
 
 // ROW_BLOCKS: 1 when M <= 8 (C rows g + 8 are never needed), 2 when M <= 16.
-template <int ROW_BLOCKS>
+template <int ROW_BLOCKS, bool GATHER>
 __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_f16_kernel(GemvArgs args) {
   __shared__ float sums[WARPS][16][STRIP];   // per-warp C tiles of the strip
   extern __shared__ int split_groups[];      // tile_group of the split's k-tiles
@@ -119,7 +140,7 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_f16_kerne
         w[u] = load_streaming(qtile + static_cast<int64_t>(base + u) * 32);
         s[u] = __ldg(scales + group[u] * 8);
         z[u] = __ldg(zeros + group[u] * 8);
-        load_x_fragment<ROW_BLOCKS>(a[u], args, base + u, g, t);
+        load_x_fragment<ROW_BLOCKS, GATHER>(a[u], args, base + u, g, t);
       }
     }
 #pragma unroll
@@ -199,16 +220,6 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_f16_kerne
   if (threadIdx.x == 0) args.counters[strip] = 0;  // ready for the next launch
 }
 
-// x_gathered fp16 [rows][Kp]: row m, padded row k' = x[m, row_src[k']], 0 for padding rows.
-__global__ void q4_gather_x_f16_kernel(const __half* x, int64_t row_stride, int64_t col_stride, const int32_t* row_src,
-                                       int64_t k_padded, int64_t rows, __half* x_gathered) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= rows * k_padded) return;
-  const int64_t row = i / k_padded, k = i % k_padded;
-  const int32_t src = row_src[k];
-  x_gathered[i] = src < 0 ? __float2half_rn(0.0f) : x[row * row_stride + src * col_stride];
-}
-
 }  // namespace
 
 void q4_gemv_f16_cuda(const Q4TileMatrix& matrix, const uint16_t* x, int64_t rows, int64_t x_row_stride,
@@ -220,30 +231,20 @@ void q4_gemv_f16_cuda(const Q4TileMatrix& matrix, const uint16_t* x, int64_t row
   PNTK_CHECK(workspace != nullptr && reinterpret_cast<uintptr_t>(workspace) % BUFFER_ALIGN == 0, "workspace",
              "must be a buffer aligned to " + std::to_string(BUFFER_ALIGN) + " bytes");
   const int64_t k_tiles = matrix.k_padded / TILE_K, strips = matrix.n_padded / STRIP_N;
-  const Q4GemvShape shape = q4_gemv_shape(k_tiles, strips, matrix.k_padded, rows, device_sm_count(matrix.device));
+  const Q4GemvShape shape = q4_gemv_shape(k_tiles, strips, rows, device_sm_count(matrix.device));
   PNTK_CHECK(workspace_bytes >= shape.workspace_bytes, "workspace",
              "needs " + std::to_string(shape.workspace_bytes) + " bytes, got " + std::to_string(workspace_bytes));
 
   DeviceGuard guard(matrix.device);
-  const cudaStream_t s = as_stream(stream);
   char* ws = static_cast<char*>(workspace);
-  // The kernel reads x fragments as aligned fp16 pairs from rows of the padded length.
-  const bool direct = matrix.identity && x_col_stride == 1 && x_row_stride % 2 == 0 &&
-                      reinterpret_cast<uintptr_t>(x) % 4 == 0;
+  // Without act-order or padding, x can be read as aligned fp16 pairs.
+  const bool gather = !(matrix.identity && x_col_stride == 1 && x_row_stride % 2 == 0 &&
+                        reinterpret_cast<uintptr_t>(x) % 4 == 0);
   GemvArgs args{};
-  if (direct) {
-    args.x = reinterpret_cast<const __half*>(x);
-    args.x_stride = x_row_stride;
-  } else {
-    __half* gathered = reinterpret_cast<__half*>(ws + shape.x_gathered);
-    const int64_t count = rows * matrix.k_padded;
-    q4_gather_x_f16_kernel<<<static_cast<unsigned>(ceil_div(count, 256)), 256, 0, s>>>(
-        reinterpret_cast<const __half*>(x), x_row_stride, x_col_stride, matrix.row_src, matrix.k_padded, rows,
-        gathered);
-    check_launch("q4_gather_x_f16_kernel");
-    args.x = gathered;
-    args.x_stride = matrix.k_padded;
-  }
+  args.x = x;
+  args.x_row_stride = x_row_stride;
+  args.x_col_stride = x_col_stride;
+  args.row_src = matrix.row_src;
   args.qtile = reinterpret_cast<const uint4*>(matrix.qtile);
   args.scales = reinterpret_cast<const uint4*>(matrix.scales);
   args.zeros = matrix.zeros;
@@ -262,10 +263,14 @@ void q4_gemv_f16_cuda(const Q4TileMatrix& matrix, const uint16_t* x, int64_t row
 
   const dim3 grid(static_cast<unsigned>(strips), static_cast<unsigned>(shape.splits));
   const size_t group_bytes = sizeof(int) * static_cast<size_t>(shape.tiles_per_split);
+  const cudaStream_t s = as_stream(stream);
+  // The four instantiations: rows <= 8 or <= 16, x read directly or gathered.
   if (rows <= 8) {
-    q4_gemv_f16_kernel<1><<<grid, THREADS, group_bytes, s>>>(args);
+    if (gather) q4_gemv_f16_kernel<1, true><<<grid, THREADS, group_bytes, s>>>(args);
+    else q4_gemv_f16_kernel<1, false><<<grid, THREADS, group_bytes, s>>>(args);
   } else {
-    q4_gemv_f16_kernel<2><<<grid, THREADS, group_bytes, s>>>(args);
+    if (gather) q4_gemv_f16_kernel<2, true><<<grid, THREADS, group_bytes, s>>>(args);
+    else q4_gemv_f16_kernel<2, false><<<grid, THREADS, group_bytes, s>>>(args);
   }
   check_launch("q4_gemv_f16_kernel");
 }

@@ -137,18 +137,17 @@ inline Q4TilePlan make_q4_tile_plan(int64_t k, int64_t n, int64_t groups, const 
 // are few strips; the splits' fp32 partial sums are added in split order (deterministic).
 //   workspace: counters int32 [strips] (zero between launches; the kernels reset them)
 //              partials fp32 [splits][rows][Np]  (splits > 1)
-//              x_gathered fp16 [rows][Kp]         (x permuted to the padded row order)
-constexpr int64_t GEMV_WARPS = 4;
-constexpr int GEMV_BLOCKS_PER_SM = 4;  // also the kernel's __launch_bounds__ occupancy
+constexpr int GEMV_WARPS = 4;
+constexpr int GEMV_BLOCKS_PER_SM = 4;               // also the kernel's __launch_bounds__ occupancy
 constexpr int64_t GEMV_MIN_TILES_PER_SPLIT = 16;    // 4 k-tiles per warp at least
 constexpr int64_t GEMV_MAX_TILES_PER_SPLIT = 4096;  // the split's tile groups live in 16 KB of smem
 
 struct Q4GemvShape {
   int64_t splits = 1, tiles_per_split = 0;
-  size_t counters = 0, partials = 0, x_gathered = 0, workspace_bytes = 0;  // byte offsets, total
+  size_t counters = 0, partials = 0, workspace_bytes = 0;  // byte offsets, total
 };
 
-inline Q4GemvShape q4_gemv_shape(int64_t k_tiles, int64_t strips, int64_t k_padded, int64_t rows, int64_t sm_count) {
+inline Q4GemvShape q4_gemv_shape(int64_t k_tiles, int64_t strips, int64_t rows, int64_t sm_count) {
   Q4GemvShape shape;
   const int64_t wanted = (GEMV_BLOCKS_PER_SM * sm_count + strips - 1) / strips;
   const int64_t most = k_tiles / GEMV_MIN_TILES_PER_SPLIT;
@@ -157,13 +156,12 @@ inline Q4GemvShape q4_gemv_shape(int64_t k_tiles, int64_t strips, int64_t k_padd
   shape.tiles_per_split = (k_tiles + shape.splits - 1) / shape.splits;
   if (shape.tiles_per_split > GEMV_MAX_TILES_PER_SPLIT) shape.tiles_per_split = GEMV_MAX_TILES_PER_SPLIT;
   shape.splits = (k_tiles + shape.tiles_per_split - 1) / shape.tiles_per_split;
-  const int64_t n_padded = strips * STRIP_N;
   auto aligned = [](size_t bytes) { return static_cast<size_t>(round_up(static_cast<int64_t>(bytes), BUFFER_ALIGN)); };
   shape.counters = 0;
   shape.partials = aligned(sizeof(int32_t) * static_cast<size_t>(strips));
-  const size_t partial_bytes = shape.splits > 1 ? sizeof(float) * static_cast<size_t>(shape.splits * rows * n_padded) : 0;
-  shape.x_gathered = shape.partials + aligned(partial_bytes);
-  shape.workspace_bytes = shape.x_gathered + aligned(sizeof(uint16_t) * static_cast<size_t>(rows * k_padded));
+  const size_t partial_bytes =
+      shape.splits > 1 ? sizeof(float) * static_cast<size_t>(shape.splits * rows * strips * STRIP_N) : 0;
+  shape.workspace_bytes = shape.partials + aligned(partial_bytes);
   return shape;
 }
 
