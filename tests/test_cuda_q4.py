@@ -182,7 +182,7 @@ def test_gpu_and_cpu_paths_agree(generator):
     assert torch.equal(gpu.dequantize(torch.float32).cpu(), cpu.dequantize(torch.float32))
     for rows in (1, 16, 33):
         x = torch.randn(rows, 1024, generator=generator).to(torch.float16)
-        y_cpu, y_gpu = cpu.forward(x), gpu.forward(x.cuda()).cpu()
+        y_cpu, y_gpu = cpu(x), gpu(x.cuda()).cpu()
         x64, w64 = x.double(), reference_weight(t, g_idx)
         bound = 2 * gemv_bound(x64, w64, x64 @ w64)  # both within gemv_bound of the fp64 result
         assert_within(y_gpu, y_cpu.double(), bound, f"rows {rows}: GPU vs CPU")
