@@ -88,8 +88,8 @@ class Q4CudaTiles {
     std::vector<int32_t> groups_of_rows;
     if (g_idx) groups_of_rows = host_g_idx(*g_idx, k);
     plan_ = pntk::cuda::make_q4_tile_plan(k, n, groups, g_idx ? groups_of_rows.data() : nullptr);
-    source_ = pntk::cuda::GptqTensors{qweight.ptr<int32_t>(), qzeros.ptr<int32_t>(), scales.ptr<uint16_t>(),
-                                      checkpoint_format == "gptq_v2"};
+    source_ = pntk::cuda::GptqSource{qweight.ptr<int32_t>(), qzeros.ptr<int32_t>(), scales.ptr<uint16_t>(), n,
+                                     checkpoint_format == "gptq_v2"};
   }
 
   size_t device_bytes() const { return plan_.buffers().total; }
@@ -157,7 +157,7 @@ class Q4CudaTiles {
   void check_packed() const { PNTK_CHECK(packed_, "storage", "pack() must be called first"); }
 
   pntk::cuda::Q4TilePlan plan_;
-  pntk::cuda::GptqTensors source_{};
+  pntk::cuda::GptqSource source_{};
   pntk::cuda::Q4TileMatrix matrix_{};
   int device_ = 0;
   bool packed_ = false;

@@ -23,16 +23,10 @@ struct Q4TileMatrix {
   int device;
 };
 
-// The GPTQ tensors a matrix is packed from (device pointers, contiguous).
-struct GptqTensors {
-  const int32_t* qweight;  // [K/8, N]
-  const int32_t* qzeros;   // [G, N/8]
-  const uint16_t* scales;  // fp16 [G, N]
-  bool zeros_v2;           // true: zero = z ("gptq_v2"); false: zero = (z + 1) & 15 ("gptq")
-};
 
 // Copies the plan's row tables to `buffer` and repacks the GPTQ tensors into tiles there.
-Q4TileMatrix q4_pack_cuda(const Q4TilePlan& plan, const GptqTensors& gptq, void* buffer, int device, uintptr_t stream);
+// `gptq`: device pointers (contiguous tensors); gptq.n must be plan.n.
+Q4TileMatrix q4_pack_cuda(const Q4TilePlan& plan, const GptqSource& gptq, void* buffer, int device, uintptr_t stream);
 
 // Multiprocessors of `device` (cached), for q4_gemv_shape.
 int64_t device_sm_count(int device);

@@ -1,4 +1,6 @@
-// Load-time repacking of a GPTQ 4-bit matrix into the tile layout of q4_tile_layout.h.
+// Load-time repacking of a GPTQ 4-bit matrix into the tile layout of q4_tile_layout.h: one
+// thread per qtile word (pack_tile_word) and one per 8 scales + 8 zeros (pack_tile_scales);
+// both functions, and so the layout, are checked on the host by tests/cpp.
 //
 // Input:  qweight int32 [K/8, N]: q[k, n] = (qweight[k/8, n] >> 4*(k%8)) & 15
 //         qzeros  int32 [G, N/8]: z[g, n] = (qzeros[g, n/8] >> 4*(n%8)) & 15
@@ -23,58 +25,26 @@ namespace {
 constexpr int PACK_THREADS = 256;
 
 struct PackArgs {
-  const int32_t* qweight;     // [K/8, N]
-  const int32_t* qzeros;      // [G, N/8]
-  const uint16_t* scales;     // fp16 [G, N]
-  const int32_t* row_src;     // [Kp]
-  uint32_t* qtile;            // [strips][Kp/16][32][4]
-  uint16_t* scales_t;         // [strips][G][8][8]
-  uint32_t* zeros_t;          // [strips][G][8]
-  int64_t n, groups, k_tiles, strips;
-  bool zeros_v2;
+  GptqSource source;
+  const int32_t* row_src;  // [Kp]
+  uint32_t* qtile;         // [strips][Kp/16][32][4]
+  uint16_t* scales_t;      // [strips][G][8][8]
+  uint32_t* zeros_t;       // [strips][G][8]
+  int64_t groups, k_tiles, strips;
 };
 
 // One thread per qtile word.
 __global__ void q4_pack_qweight_kernel(PackArgs args) {
   const int64_t word = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (word >= args.strips * args.k_tiles * 128) return;
-  const int j = static_cast<int>(word % 4);
-  const int lane = static_cast<int>((word / 4) % 32);
-  const int64_t kt = (word / 128) % args.k_tiles;
-  const int64_t strip = word / (128 * args.k_tiles);
-  uint32_t packed = 0;
-  for (int p = 0; p < 8; ++p) {
-    const TileCell cell = tile_cell(lane, j, p);
-    const int64_t col = strip * STRIP_N + cell.col;
-    const int32_t src = args.row_src[kt * TILE_K + cell.row];
-    if (src < 0 || col >= args.n) continue;
-    const uint32_t q = (static_cast<uint32_t>(args.qweight[(src / 8) * args.n + col]) >> (4 * (src % 8))) & 15u;
-    packed |= q << (4 * p);
-  }
-  args.qtile[word] = packed;
+  args.qtile[word] = pack_tile_word(args.source, args.row_src, args.k_tiles, word);
 }
 
 // One thread per (strip, group, gi): 8 scales and one word of 8 zeros.
 __global__ void q4_pack_scales_kernel(PackArgs args) {
   const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (index >= args.strips * args.groups * 8) return;
-  const int gi = static_cast<int>(index % 8);
-  const int64_t group = (index / 8) % args.groups;
-  const int64_t strip = index / (8 * args.groups);
-  uint32_t zeros = 0;
-  for (int nt = 0; nt < 8; ++nt) {
-    const int64_t col = strip * STRIP_N + 8 * nt + gi;
-    uint16_t scale = 0;
-    uint32_t zero = 0;
-    if (col < args.n) {
-      scale = args.scales[group * args.n + col];
-      const uint32_t z = (static_cast<uint32_t>(args.qzeros[group * (args.n / 8) + col / 8]) >> (4 * (col % 8))) & 15u;
-      zero = args.zeros_v2 ? z : (z + 1) & 15u;
-    }
-    args.scales_t[index * 8 + nt] = scale;
-    zeros |= zero << (4 * nt);
-  }
-  args.zeros_t[index] = zeros;
+  args.zeros_t[index] = pack_tile_scales(args.source, args.groups, index, args.scales_t + index * 8);
 }
 
 }  // namespace
@@ -92,7 +62,8 @@ int64_t device_sm_count(int device) {
   return count;
 }
 
-Q4TileMatrix q4_pack_cuda(const Q4TilePlan& plan, const GptqTensors& gptq, void* buffer, int device, uintptr_t stream) {
+Q4TileMatrix q4_pack_cuda(const Q4TilePlan& plan, const GptqSource& gptq, void* buffer, int device, uintptr_t stream) {
+  PNTK_CHECK(gptq.n == plan.n, "qweight", "does not match the plan's out_features");
   PNTK_CHECK(buffer != nullptr, "storage", "must not be null");
   PNTK_CHECK(reinterpret_cast<uintptr_t>(buffer) % BUFFER_ALIGN == 0, "storage",
              "must be aligned to " + std::to_string(BUFFER_ALIGN) + " bytes");
@@ -121,18 +92,14 @@ Q4TileMatrix q4_pack_cuda(const Q4TilePlan& plan, const GptqTensors& gptq, void*
   check_cuda(cudaMemcpyAsync(base + parts.tile_group, plan.tile_group.data(),
                              sizeof(int32_t) * plan.tile_group.size(), cudaMemcpyHostToDevice, s),
              "q4_pack_cuda: copy tile_group");
-  PackArgs args{gptq.qweight,
-                gptq.qzeros,
-                gptq.scales,
+  PackArgs args{gptq,
                 m.row_src,
                 reinterpret_cast<uint32_t*>(base + parts.qtile),
                 reinterpret_cast<uint16_t*>(base + parts.scales),
                 reinterpret_cast<uint32_t*>(base + parts.zeros),
-                plan.n,
                 plan.groups,
                 plan.k_tiles(),
-                plan.strips(),
-                gptq.zeros_v2};
+                plan.strips()};
   const int64_t words = plan.strips() * plan.k_tiles() * 128;
   q4_pack_qweight_kernel<<<static_cast<unsigned>(ceil_div(words, PACK_THREADS)), PACK_THREADS, 0, s>>>(args);
   check_launch("q4_pack_qweight_kernel");

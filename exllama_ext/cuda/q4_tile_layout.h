@@ -68,6 +68,59 @@ PNTK_HOST_DEVICE inline TileCell tile_cell(int lane, int j, int p) {
   return TileCell{2 * t + (p >> 2) + 8 * (p & 1), 16 * j + g + ((p & 3) >= 2 ? 8 : 0)};
 }
 
+// The GPTQ tensors being tiled, readable where the packing functions run.
+struct GptqSource {
+  const int32_t* qweight;  // [K/8, N]
+  const int32_t* qzeros;   // [G, N/8]
+  const uint16_t* scales;  // fp16 bits [G, N]
+  int64_t n;
+  bool zeros_v2;           // true: zero = z ("gptq_v2"); false: zero = (z + 1) & 15 ("gptq")
+};
+
+// Word `word` of qtile ([strips][k_tiles][32][4]): nibble p holds q at tile_cell(lane, j, p),
+// 0 for padded rows (row_src -1) and padded columns.
+PNTK_HOST_DEVICE inline uint32_t pack_tile_word(const GptqSource& source, const int32_t* row_src, int64_t k_tiles,
+                                                int64_t word) {
+  const int j = static_cast<int>(word % 4);
+  const int lane = static_cast<int>((word / 4) % 32);
+  const int64_t kt = (word / 128) % k_tiles;
+  const int64_t strip = word / (128 * k_tiles);
+  uint32_t packed = 0;
+  for (int p = 0; p < 8; ++p) {
+    const TileCell cell = tile_cell(lane, j, p);
+    const int64_t col = strip * STRIP_N + cell.col;
+    const int32_t src = row_src[kt * TILE_K + cell.row];
+    if (src < 0 || col >= source.n) continue;
+    const uint32_t q = (static_cast<uint32_t>(source.qweight[(src / 8) * source.n + col]) >> (4 * (src % 8))) & 15u;
+    packed |= q << (4 * p);
+  }
+  return packed;
+}
+
+// Entry `index` of zeros_t ([strips][G][8]), whose 8 scales (scales_t[index * 8 + nt], the
+// columns 8 nt + gi of the strip) go to `scales`: scale 0 and zero 0 for padded columns.
+PNTK_HOST_DEVICE inline uint32_t pack_tile_scales(const GptqSource& source, int64_t groups, int64_t index,
+                                                  uint16_t* scales) {
+  const int gi = static_cast<int>(index % 8);
+  const int64_t group = (index / 8) % groups;
+  const int64_t strip = index / (8 * groups);
+  uint32_t zeros = 0;
+  for (int nt = 0; nt < 8; ++nt) {
+    const int64_t col = strip * STRIP_N + 8 * nt + gi;
+    uint16_t scale = 0;
+    uint32_t zero = 0;
+    if (col < source.n) {
+      scale = source.scales[group * source.n + col];
+      const uint32_t z =
+          (static_cast<uint32_t>(source.qzeros[group * (source.n / 8) + col / 8]) >> (4 * (col % 8))) & 15u;
+      zero = source.zeros_v2 ? z : (z + 1) & 15u;
+    }
+    scales[nt] = scale;
+    zeros |= zero << (4 * nt);
+  }
+  return zeros;
+}
+
 inline int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
 inline Q4TileBuffers Q4TilePlan::buffers() const {

@@ -1,6 +1,7 @@
 // The host side of the CUDA q4 kernels, testable without a GPU: the tile plan (act-order
 // sort, group padding), the nibble map of the tiles against the PTX fragment layout of
-// mma.m16n8k16, and the GEMV launch shape.
+// mma.m16n8k16, the packing functions the pack kernels run (decoded here the way the GEMV
+// kernel reads them, against W from the GPTQ definition), and the GEMV launch shape.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/float_round.h"
 #include "cuda/q4_tile_layout.h"
 
 using namespace pntk::cuda;
@@ -171,4 +173,94 @@ TEST(Q4TileBuffers, PartsDoNotOverlap) {
   EXPECT_GE(b.zeros, b.scales + 2 * static_cast<size_t>(plan.groups * plan.n_padded));
   EXPECT_GE(b.total, b.zeros + static_cast<size_t>(plan.groups * plan.n_padded / 2));
   for (size_t offset : {b.row_src, b.tile_group, b.qtile, b.scales, b.zeros}) EXPECT_EQ(offset % BUFFER_ALIGN, 0u);
+}
+
+namespace {
+
+struct PackCase {
+  int64_t k, n, groups;
+  bool act_order, zeros_v2;
+};
+
+// Packs random GPTQ tensors with pack_tile_word / pack_tile_scales, decodes every tile the way
+// q4_gemv_f16_kernel reads it (pair i of word j = bits 4i.. and 16+4i.. after >> 4i: B register
+// i % 2 of n-tile 2j + i / 2; lane 4g + t holds k = 2t + 8 reg + half of column 8 n-tile + g),
+// and compares with W[k, n] = scale * (q - zero) from the GPTQ definition.
+void expect_tiles_decode_to_gptq(const PackCase& c, uint32_t seed) {
+  std::mt19937 random(seed);
+  std::vector<int32_t> qweight(static_cast<size_t>(c.k / 8 * c.n)), qzeros(static_cast<size_t>(c.groups * c.n / 8));
+  for (auto& w : qweight) w = static_cast<int32_t>(random());
+  for (auto& w : qzeros) w = static_cast<int32_t>(random());
+  std::vector<uint16_t> scales(static_cast<size_t>(c.groups * c.n));
+  std::uniform_real_distribution<double> magnitude(1e-3, 2e-2);
+  for (auto& s : scales) s = pntk::double_to_half_bits(random() % 8 ? magnitude(random) : -magnitude(random));
+  std::vector<int32_t> g_idx(static_cast<size_t>(c.k));
+  for (auto& g : g_idx) g = static_cast<int32_t>(random() % static_cast<uint32_t>(c.groups));
+  if (!c.act_order) std::sort(g_idx.begin(), g_idx.end());
+
+  const Q4TilePlan plan = make_q4_tile_plan(c.k, c.n, c.groups, g_idx.data());
+  const GptqSource source{qweight.data(), qzeros.data(), scales.data(), c.n, c.zeros_v2};
+  std::vector<uint32_t> qtile(static_cast<size_t>(plan.strips() * plan.k_tiles() * 128));
+  for (size_t word = 0; word < qtile.size(); ++word) {
+    qtile[word] = pack_tile_word(source, plan.row_src.data(), plan.k_tiles(), static_cast<int64_t>(word));
+  }
+  std::vector<uint16_t> scales_t(static_cast<size_t>(plan.strips() * c.groups * 64));
+  std::vector<uint32_t> zeros_t(static_cast<size_t>(plan.strips() * c.groups * 8));
+  for (size_t index = 0; index < zeros_t.size(); ++index) {
+    zeros_t[index] = pack_tile_scales(source, c.groups, static_cast<int64_t>(index), &scales_t[index * 8]);
+  }
+
+  std::vector<int> seen(static_cast<size_t>(c.k * c.n), 0);
+  int64_t mismatches = 0;
+  for (int64_t strip = 0; strip < plan.strips(); ++strip) {
+    for (int64_t kt = 0; kt < plan.k_tiles(); ++kt) {
+      const int64_t group = plan.tile_group[static_cast<size_t>(kt)];
+      for (int lane = 0; lane < 32; ++lane) {
+        const int g = lane / 4, t = lane % 4;
+        for (int j = 0; j < 4; ++j) {
+          const uint32_t word = qtile[static_cast<size_t>(((strip * plan.k_tiles() + kt) * 32 + lane) * 4 + j)];
+          for (int i = 0; i < 4; ++i) {
+            const uint32_t pair = (word >> (4 * i)) & 0x000F000Fu;
+            const int n_tile = 2 * j + i / 2, reg = i % 2;
+            const int64_t col = strip * STRIP_N + 8 * n_tile + g;
+            const size_t scale_row = static_cast<size_t>((strip * c.groups + group) * 8 + g);
+            const double scale = pntk::half_bits_to_float(scales_t[scale_row * 8 + static_cast<size_t>(n_tile)]);
+            const int zero = static_cast<int>((zeros_t[scale_row] >> (4 * n_tile)) & 15u);
+            for (int half = 0; half < 2; ++half) {
+              const int q = static_cast<int>((pair >> (16 * half)) & 15u);
+              const int32_t row = plan.row_src[static_cast<size_t>(kt * TILE_K + 2 * t + 8 * reg + half)];
+              if (row < 0 || col >= c.n) {
+                mismatches += q != 0 || (col >= c.n && scale != 0.0);  // padding must contribute nothing
+                continue;
+              }
+              ++seen[static_cast<size_t>(row * c.n + col)];
+              const int stored_q = (static_cast<uint32_t>(qweight[static_cast<size_t>((row / 8) * c.n + col)]) >>
+                                    (4 * (row % 8))) & 15u;
+              const int g_of_row = g_idx[static_cast<size_t>(row)];
+              const int z = (static_cast<uint32_t>(qzeros[static_cast<size_t>(g_of_row * (c.n / 8) + col / 8)]) >>
+                             (4 * (col % 8))) & 15u;
+              const int true_zero = c.zeros_v2 ? z : (z + 1) & 15;
+              const double expected =
+                  pntk::half_bits_to_float(scales[static_cast<size_t>(g_of_row * c.n + col)]) * (stored_q - true_zero);
+              mismatches += scale * (q - zero) != expected;
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << "k " << c.k << " n " << c.n << " groups " << c.groups << " seed " << seed;
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), static_cast<std::ptrdiff_t>(seen.size()))
+      << "every weight decoded exactly once";
+}
+
+}  // namespace
+
+TEST(Q4TilePacking, DecodesToTheGptqWeights) {
+  const uint32_t seed = std::random_device{}();
+  for (const PackCase& c : {PackCase{256, 128, 2, false, false}, PackCase{256, 128, 8, true, true},
+                            PackCase{200, 200, 5, true, false}, PackCase{1024, 72, 32, true, true},
+                            PackCase{64, 8, 1, false, true}}) {
+    expect_tiles_decode_to_gptq(c, seed);
+  }
 }
