@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -110,14 +112,22 @@ def build_exllama(checkout: Path, build_dir: Path, timeout: int):
     )
     major, minor = torch.cuda.get_device_capability()
     env = dict(os.environ, TORCH_CUDA_ARCH_LIST=f"{major}.{minor}", MAX_JOBS=str(os.cpu_count() or 4))
+    nvcc = shutil.which("nvcc")
+    if "CUDA_HOME" not in env and nvcc:
+        env["CUDA_HOME"] = str(Path(os.path.realpath(nvcc)).parent.parent)
+    # In its own process group, so that a build over time takes its compilers down with it.
+    build = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, env=env, start_new_session=True)
     try:
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, env=env)
+        output, _ = build.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(build.pid, signal.SIGKILL)
+        build.communicate()
         return None, f"its build took more than {timeout} s"
-    if done.returncode != 0:
-        lines = [line for line in (done.stdout + done.stderr).splitlines() if "error" in line.lower()]
-        (build_dir / "build.log").write_text(done.stdout + done.stderr)
-        return None, "its build failed: " + (lines[0].strip()[:160] if lines else f"exit code {done.returncode}")
+    (build_dir / "build.log").write_text(output)
+    if build.returncode != 0:
+        lines = [line for line in output.splitlines() if "error" in line.lower()]
+        return None, "its build failed: " + (lines[0].strip()[:160] if lines else f"exit code {build.returncode}")
     sys.path.insert(0, str(build_dir))
     import exllama_ext
 
