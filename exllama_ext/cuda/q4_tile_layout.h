@@ -186,12 +186,16 @@ inline Q4TilePlan make_q4_tile_plan(int64_t k, int64_t n, int64_t groups, const 
 }
 
 // Launch shape of the GEMV kernel: grid (strips, splits), each block 4 warps on one strip and
-// a contiguous range of k-tiles. Splitting K fills the GPU (about 4 blocks per SM) when there
-// are few strips; the splits' fp32 partial sums are added in split order (deterministic).
+// a contiguous range of k-tiles. K is split so that there are at least 3 blocks per SM (4 are
+// resident at once) and the last round of blocks keeps at least 90% of the SMs busy
+// (blocks / SMs over its ceiling); the splits' fp32 partial sums are added in split order
+// (deterministic).
 //   workspace: counters int32 [strips] (zero between launches; the kernels reset them)
 //              partials fp32 [splits][rows][Np]  (splits > 1)
 constexpr int GEMV_WARPS = 4;
 constexpr int GEMV_BLOCKS_PER_SM = 4;               // also the kernel's __launch_bounds__ occupancy
+constexpr int64_t GEMV_MIN_BLOCKS_PER_SM = 3;
+constexpr int64_t GEMV_MAX_SPLITS = 64;
 constexpr int64_t GEMV_MIN_TILES_PER_SPLIT = 16;    // 4 k-tiles per warp at least
 constexpr int64_t GEMV_MAX_TILES_PER_SPLIT = 4096;  // the split's tile groups live in 16 KB of smem
 
@@ -202,10 +206,19 @@ struct Q4GemvShape {
 
 inline Q4GemvShape q4_gemv_shape(int64_t k_tiles, int64_t strips, int64_t rows, int64_t sm_count) {
   Q4GemvShape shape;
-  const int64_t wanted = (GEMV_BLOCKS_PER_SM * sm_count + strips - 1) / strips;
-  const int64_t most = k_tiles / GEMV_MIN_TILES_PER_SPLIT;
-  shape.splits = wanted < most ? wanted : most;
-  if (shape.splits < 1) shape.splits = 1;
+  int64_t most = k_tiles / GEMV_MIN_TILES_PER_SPLIT;
+  if (most > GEMV_MAX_SPLITS) most = GEMV_MAX_SPLITS;
+  if (most < 1) most = 1;
+  const int64_t enough = (GEMV_MIN_BLOCKS_PER_SM * sm_count + strips - 1) / strips;  // splits for 3 blocks per SM
+  shape.splits = enough < most ? enough : most;
+  for (int64_t splits = shape.splits; splits <= most; ++splits) {
+    const int64_t blocks = strips * splits;
+    const int64_t rounds = (blocks + sm_count - 1) / sm_count;
+    if (10 * blocks >= 9 * rounds * sm_count) {  // blocks / (rounds * SMs) >= 0.9
+      shape.splits = splits;
+      break;
+    }
+  }
   shape.tiles_per_split = (k_tiles + shape.splits - 1) / shape.splits;
   if (shape.tiles_per_split > GEMV_MAX_TILES_PER_SPLIT) shape.tiles_per_split = GEMV_MAX_TILES_PER_SPLIT;
   shape.splits = (k_tiles + shape.tiles_per_split - 1) / shape.tiles_per_split;
