@@ -165,6 +165,7 @@ def test_gemv_takes_strided_x_and_runs_on_the_current_stream(generator):
     wide = torch.randn(4, 1024, generator=generator).to(torch.float16).cuda()
     x = wide[:, ::2]  # column stride 2: gathered
     stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())  # x was made on the default stream
     with torch.cuda.stream(stream):
         y = layer(x)
     stream.synchronize()
