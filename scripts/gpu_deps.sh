@@ -31,7 +31,7 @@ python3 -m pip download -q --disable-pip-version-check --only-binary=:all: \
 exllama_revision=3b013cd
 rm -rf "$deps/exllama" && mkdir -p "$deps/exllama"
 if [ -z "${EXLLAMA_GIT:-}" ]; then
-  EXLLAMA_GIT="$deps/exllama.git"
+  EXLLAMA_GIT=build/exllama.git  # outside build/deps: not carried
   [ -d "$EXLLAMA_GIT" ] || git clone -q --bare https://github.com/turboderp/exllama "$EXLLAMA_GIT" ||
     echo "gpu_deps: warning: cannot clone turboderp/exllama; the benchmark will not compare with it" >&2
 fi
