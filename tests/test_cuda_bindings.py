@@ -197,9 +197,6 @@ def test_python_wrappers_refuse_cpu_tensors():
     with pytest.raises(ValueError, match=r"^qweight: must be a CUDA tensor, got device cpu$"):
         CudaQ4Backend(torch.zeros(32, 128, dtype=torch.int32), torch.zeros(2, 16, dtype=torch.int32),
                       torch.ones(2, 128, dtype=torch.float16))
-    with pytest.raises(ValueError, match=r"^checkpoint_format: must be 'gptq' or 'gptq_v2', got 'marlin'$"):
-        CudaQ4Backend(torch.zeros(32, 128, dtype=torch.int32), torch.zeros(2, 16, dtype=torch.int32),
-                      torch.ones(2, 128, dtype=torch.float16), checkpoint_format="marlin")
     with pytest.raises(ValueError, match=r"^x: must be a CUDA tensor, got device cpu$"):
         cuda.apply_rotary_(torch.zeros(1, 1, 1, 8), torch.zeros(1, 8), torch.zeros(1, 8), 0)
     with pytest.raises(ValueError, match=r"^cos: must be a CUDA tensor, got device cpu$"):

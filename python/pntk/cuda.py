@@ -13,15 +13,17 @@ from ._tensor import view
 __all__ = ["apply_rotary_", "write_rope_tables"]
 
 
-def _require_cuda_build() -> None:
-    if not hasattr(_core, "rope_table_cuda"):
+def require_cuda_build() -> None:
+    """RuntimeError unless this build of pntk has its CUDA kernels."""
+    if not _core.build_info()["cuda"]:
         raise RuntimeError(
             "pntk was built without its CUDA kernels (pntk.build_info()['cuda'] is False): "
-            "rebuild it where nvcc is found, or build the tables on the CPU"
+            "rebuild it where nvcc is found"
         )
 
 
-def _stream(tensor: torch.Tensor, name: str) -> int:
+def current_stream(tensor: torch.Tensor, name: str) -> int:
+    """torch's current stream on the tensor's device, as the integer the kernels take."""
     if tensor.device.type != "cuda":
         raise ValueError(f"{name}: must be a CUDA tensor, got device {tensor.device}")
     return torch.cuda.current_stream(tensor.device).cuda_stream
@@ -36,9 +38,9 @@ def write_rope_tables(
     float32/float16/bfloat16; row r holds position first_position + r. inv_freq_seq_len is the
     sequence length a dynamic plan is evaluated at (default: the plan's own choice).
     """
-    _require_cuda_build()
+    require_cuda_build()
     core_plan = getattr(plan, "core", plan)
-    stream = _stream(cos, "cos")
+    stream = current_stream(cos, "cos")
     _core.rope_table_cuda(
         core_plan, int(first_position), int(inv_freq_seq_len or 0), view(cos, "cos"), view(sin, "sin"), stream
     )
@@ -63,8 +65,8 @@ def apply_rotary_(
     position must have a table row, else ValueError (before x is changed). Dimensions past
     rotary_dim are left alone; x may be a strided view, e.g. q.transpose(1, 2).
     """
-    _require_cuda_build()
-    stream = _stream(x, "x")
+    require_cuda_build()
+    stream = current_stream(x, "x")
     cos2d, sin2d = _table_2d(cos, "cos"), _table_2d(sin, "sin")
     if isinstance(positions, torch.Tensor):
         _core.rope_apply_cuda(view(x, "x"), view(cos2d, "cos"), view(sin2d, "sin"), view(positions, "positions"), 0, stream)

@@ -16,23 +16,9 @@ import torch
 
 from . import _core
 from ._tensor import view
+from .cuda import current_stream, require_cuda_build
 
 __all__ = ["CudaQ4Backend"]
-
-_FORMATS = ("gptq", "gptq_v2")
-
-
-def _require_cuda_build() -> None:
-    if not hasattr(_core, "Q4CudaTiles"):
-        raise RuntimeError(
-            "pntk was built without its CUDA kernels (pntk.build_info()['cuda'] is False): "
-            "rebuild it where nvcc is found to run 4-bit matrices on a GPU"
-        )
-
-
-def _stream(device: torch.device) -> int:
-    return torch.cuda.current_stream(device).cuda_stream
-
 
 # GEMV workspaces, one per (device, stream), zero-filled when made (the kernels keep their
 # counters at zero) and shared by every matrix: launches on one stream are ordered.
@@ -67,11 +53,8 @@ class CudaQ4Backend:
         bias: Optional[torch.Tensor] = None,
         checkpoint_format: str = "gptq",
     ):
-        _require_cuda_build()
-        if checkpoint_format not in _FORMATS:
-            raise ValueError(f"checkpoint_format: must be 'gptq' or 'gptq_v2', got {checkpoint_format!r}")
-        if qweight.device.type != "cuda":
-            raise ValueError(f"qweight: must be a CUDA tensor, got device {qweight.device}")
+        require_cuda_build()
+        stream = current_stream(qweight, "qweight")
         self.device = qweight.device
         g_idx_host = None if g_idx is None else g_idx.detach().to("cpu").contiguous()  # alive during the call
         self._tiles = _core.Q4CudaTiles(
@@ -84,7 +67,7 @@ class CudaQ4Backend:
         self.in_features = self._tiles.in_features
         self.out_features = self._tiles.out_features
         self._storage = torch.empty(self._tiles.device_bytes, dtype=torch.uint8, device=self.device)
-        self._tiles.pack(view(self._storage, "storage"), _stream(self.device))
+        self._tiles.pack(view(self._storage, "storage"), stream)
         if bias is not None and (bias.device != self.device or bias.shape != (self.out_features,)):
             raise ValueError(f"bias: must be [{self.out_features}] on {self.device}, got {tuple(bias.shape)} on {bias.device}")
         self.bias = bias
@@ -102,7 +85,7 @@ class CudaQ4Backend:
         if rows == 0:
             return x2d.new_empty(0, self.out_features)
         if x2d.dtype == torch.float16 and rows <= _core.CUDA_MAX_GEMV_ROWS:
-            stream = _stream(self.device)
+            stream = current_stream(x2d, "x")
             y = torch.empty(rows, self.out_features, dtype=torch.float16, device=self.device)
             workspace = _workspace(self.device, stream, self._tiles.workspace_bytes(rows))
             bias = None if self._bias_f16 is None else view(self._bias_f16, "bias")
@@ -120,5 +103,5 @@ class CudaQ4Backend:
         if dtype not in (torch.float16, torch.bfloat16, torch.float32):
             raise ValueError(f"dtype: must be float16, bfloat16 or float32, got {dtype}")
         out = torch.empty(self.in_features, self.out_features, dtype=dtype, device=self.device)
-        self._tiles.dequantize(view(out, "out"), _stream(self.device))
+        self._tiles.dequantize(view(out, "out"), current_stream(out, "out"))
         return out
