@@ -12,11 +12,9 @@ import pntk
 from pntk import RopePlan
 from pntk import cuda as pntk_cuda
 
-GPU = torch.cuda.is_available()
-pytestmark = [
-    pytest.mark.skipif(not GPU, reason="no CUDA GPU visible (torch.cuda.is_available() is False)"),
-    pytest.mark.skipif(GPU and not pntk.build_info()["cuda"], reason="pntk was built without CUDA kernels"),
-]
+# Skipped only without a GPU; with one, a build without CUDA kernels fails these tests.
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="no CUDA GPU visible (torch.cuda.is_available() is False)")
 
 AIROPHIN = Path(pntk.__file__).parent / "examples" / "airophin-13b-pntk-16k"
 UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
