@@ -1,4 +1,5 @@
-// The tile layout of a GPTQ 4-bit matrix on the GPU (host-side plan; plain C++, no CUDA).
+// The tile layout of a GPTQ 4-bit matrix on the GPU: the host-side plan, and the packing
+// functions (plain C++, also compiled for the device; no CUDA headers).
 //
 // GPTQ input (DESIGN.md): qweight int32 [K/8, N], row k at bits 4*(k%8) of word k/8;
 // qzeros int32 [G, N/8], column n at bits 4*(n%8); scales fp16 [G, N]; g_idx int32 [K].
@@ -19,6 +20,8 @@
 //   nibble 0,4: col 16j+g,   k = 2t, 2t+1      nibble 2,6: col 16j+8+g, k = 2t, 2t+1
 //   nibble 1,5: col 16j+g,   k = 2t+8, 2t+9    nibble 3,7: col 16j+8+g, k = 2t+8, 2t+9
 // so (word >> 4i) & 0x000F000F puts the i-th B register's two k values in the two halves.
+// tile_cell() is this map; pack_tile_word() / pack_tile_scales() fill the layout (run by the
+// pack kernels, and on the host by tests/cpp/test_q4_tile_layout.cpp).
 #pragma once
 #include <cstddef>
 #include <cstdint>
