@@ -1,28 +1,22 @@
 #!/usr/bin/env python3
 """GPU benchmark of the q4 kernels at the Llama-2-13B shapes, with every ratio measured in
 this run: against the device-to-device copy bandwidth (a large copy), against torch's dense
-fp16 matmul of the same shape and, when its source is at hand, against ExLlama's own kernel.
+fp16 matmul of the same shape and, when it is installed on that machine (the `exllama_ext`
+module of an ExLlama v1 wheel), against ExLlama's own kernel.
 
-    python scripts/bench_q4_gpu.py [--quick] [--json results.json] [--exllama CHECKOUT]
+    python scripts/bench_q4_gpu.py [--quick] [--json results.json]
 
 Weights rotate over enough copies to exceed the GPU's L2 cache several times, so every call
 reads its weights from DRAM. Layers are act-order (random g_idx), as in the airophin model.
 Bytes moved by a q4 call = weights (K*N/2) + scales (2*G*N) + zeros (G*N/2) + x (2*M*K)
 + y (2*M*N). Goals (H100): M=1 at >= 85% of the copy bandwidth, M=16 within 1.3x of M=1's
 time, M=2048 at >= 80% of dense fp16 throughput.
---exllama: a checkout of turboderp/exllama (3b013cd); its extension is built here (JIT, for
-this GPU only, at most --exllama-build-timeout seconds) and timed on the same layers.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import signal
-import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
@@ -33,11 +27,6 @@ ROTATE_BYTES = 4 * 50 * 2**20  # four times the H100's 50 MB L2
 GOAL_BANDWIDTH = 0.85
 GOAL_M16_OVER_M1 = 1.3
 GOAL_DENSE = 0.80
-# ExLlama v1's extension sources (its cuda_ext.py), relative to <checkout>/exllama_ext.
-EXLLAMA_SOURCES = ["exllama_ext.cpp", "cuda_buffers.cu", "cuda_func/q4_matrix.cu", "cuda_func/q4_matmul.cu",
-                   "cuda_func/column_remap.cu", "cuda_func/rms_norm.cu", "cuda_func/rope.cu",
-                   "cuda_func/half_matmul.cu", "cuda_func/q4_attn.cu", "cuda_func/q4_mlp.cu",
-                   "cpu_func/rep_penalty.cpp"]
 
 
 def time_us(fn, calls: int, warmup: int = 3) -> float:
@@ -98,39 +87,12 @@ def relative_error(y: torch.Tensor, reference: torch.Tensor) -> float:
 
 # -- ExLlama v1, for comparison ------------------------------------------------------------------
 
-def build_exllama(checkout: Path, build_dir: Path, timeout: int):
-    """(module, "") with ExLlama's extension built for this GPU, or (None, why not)."""
-    source = checkout / "exllama_ext"
-    if not (source / "exllama_ext.cpp").is_file():
-        return None, f"no ExLlama checkout at {checkout}"
-    build_dir.mkdir(parents=True, exist_ok=True)
-    sources = [str(source / s) for s in EXLLAMA_SOURCES]
-    script = (
-        "from torch.utils.cpp_extension import load\n"
-        f"load(name='exllama_ext', sources={sources!r}, extra_include_paths=[{str(source)!r}],"
-        f" build_directory={str(build_dir)!r}, extra_cuda_cflags=['-lineinfo'], extra_cflags=['-O3'])\n"
-    )
-    major, minor = torch.cuda.get_device_capability()
-    env = dict(os.environ, TORCH_CUDA_ARCH_LIST=f"{major}.{minor}", MAX_JOBS=str(os.cpu_count() or 4))
-    nvcc = shutil.which("nvcc")
-    if "CUDA_HOME" not in env and nvcc:
-        env["CUDA_HOME"] = str(Path(os.path.realpath(nvcc)).parent.parent)
-    # In its own process group, so that a build over time takes its compilers down with it.
-    build = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, env=env, start_new_session=True)
+def load_exllama():
+    """(module, "") with ExLlama v1's compiled extension when one is installed, else (None, why not)."""
     try:
-        output, _ = build.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(build.pid, signal.SIGKILL)
-        build.communicate()
-        return None, f"its build took more than {timeout} s"
-    (build_dir / "build.log").write_text(output)
-    if build.returncode != 0:
-        lines = [line for line in output.splitlines() if "error" in line.lower()]
-        return None, "its build failed: " + (lines[0].strip()[:160] if lines else f"exit code {build.returncode}")
-    sys.path.insert(0, str(build_dir))
-    import exllama_ext
-
+        import exllama_ext
+    except ImportError as error:
+        return None, f"no ExLlama v1 extension installed ({error})"
     return exllama_ext, ""
 
 
@@ -172,8 +134,6 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls per measurement")
     parser.add_argument("--json", help="also write the results to this file")
-    parser.add_argument("--exllama", type=Path, help="a checkout of turboderp/exllama to compare with")
-    parser.add_argument("--exllama-build-timeout", type=int, default=180)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_q4_gpu: error: no CUDA GPU visible", file=sys.stderr)
@@ -191,10 +151,9 @@ def main(argv=None) -> int:
     print(f"device: {properties.name}, {properties.multi_processor_count} SMs, torch {torch.__version__}, "
           f"pntk {pntk.__version__} {pntk.build_info()}")
     print(f"device-to-device copy: {bandwidth / 1e9:.0f} GB/s (read + write)")
-    exllama, why_not = (None, "no --exllama checkout given") if args.exllama is None else build_exllama(
-        args.exllama, Path("build/exllama_ext"), args.exllama_build_timeout)
+    exllama, why_not = load_exllama()
     exllama_buffers = prepare_exllama(exllama, device) if exllama else None
-    print(f"ExLlama v1 kernel: {'built, compared below' if exllama else 'not compared: ' + why_not}")
+    print(f"ExLlama v1 kernel: {'installed, compared below' if exllama else 'not compared: ' + why_not}")
     calls_small, calls_large = (30, 5) if args.quick else (200, 20)
 
     print(f"{'K x N':>13} {'group':>5} {'M':>5} {'us':>9} {'GB/s':>7} {'%copy':>6} {'dense us':>9} "

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # The device check, in one call on a fresh GPU machine without network (within 8 minutes):
 # build pntk for this GPU only, run the CUDA tests, run the GPU benchmark (with ExLlama's own
-# kernel when its source was carried and it builds in time), and print a summary table last.
+# kernel when an ExLlama v1 wheel is installed there), and print a summary table last.
 # Logs (build, tests, benchmark text and JSON) go to $OUT, else build/gpu_check.
 #   Beforehand, where there is network: bash scripts/gpu_deps.sh, then carry build/deps
-#   (nlohmann/json headers; wheels of pytest, numpy, transformers, ninja for whichever are
-#   missing; ExLlama's extension source).
+#   (nlohmann/json headers; wheels of pytest, numpy, transformers for whichever are missing).
 #   PNTK_CUDA_ARCHS=90     architectures to build (default 90: the H100 / H200)
 #   PYTHON=python3         the interpreter that has torch
 #   PNTK_CHECK_SECONDS=450 the time the steps share (each step gets what is left, capped)
@@ -21,7 +20,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH="/usr/local/cuda/bin:$PATH"
 fi
-# Console scripts pip installs (ninja) land here.
+# Console scripts pip installs land here.
 export PATH="$($python -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$HOME/.local/bin:$PATH"
 
 # A system Python marked externally managed (PEP 668) needs pip's consent to install into it.
@@ -43,15 +42,12 @@ allow() {
 gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)
 echo "gpu_check: ${gpu:-no nvidia-smi}; $($python --version 2>&1); nvcc $(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
 
-# 1. Test dependencies missing here (and ninja for ExLlama's build), from the carried wheels.
+# 1. Test dependencies missing here, from the carried wheels.
 t=$(date +%s)
 missing=()
 for module in pytest numpy transformers; do
   $python -c "import $module" 2>/dev/null || missing+=("$module")
 done
-if [ -d build/deps/exllama/exllama_ext ] && ! command -v ninja >/dev/null 2>&1; then
-  missing+=(ninja)
-fi
 if [ ${#missing[@]} -eq 0 ]; then
   record "test deps" ok "$(since "$t")" "all present"
 elif [ -d build/deps/wheels ] && $python -m pip install -q "${pip_flags[@]}" --no-index \
@@ -89,15 +85,11 @@ else
   record "cuda tests" skipped 0 "no build"
 fi
 
-# 4. Benchmark (ExLlama's build gets what the benchmark itself does not need, about 90 s).
+# 4. Benchmark.
 t=$(date +%s)
 if [ "$built" = 1 ]; then
   bench_seconds=$(allow 330)
-  exllama=()
-  if [ -d build/deps/exllama/exllama_ext ]; then
-    exllama=(--exllama build/deps/exllama --exllama-build-timeout $(( bench_seconds > 150 ? bench_seconds - 90 : 60 )))
-  fi
-  timeout "$bench_seconds" $python scripts/bench_q4_gpu.py --json "$logs/bench.json" "${exllama[@]}" \
+  timeout "$bench_seconds" $python scripts/bench_q4_gpu.py --json "$logs/bench.json" \
     >"$logs/bench.txt" 2>&1
   code=$?
   summary=$(grep -m1 '^goals:' "$logs/bench.txt" || tail -1 "$logs/bench.txt")

@@ -112,7 +112,7 @@ class RopePlan:
             raise ValueError(f"dtype: must be torch.float32, float16 or bfloat16, got {dtype}")
         length = self.max_seq_len if seq_len is None else int(seq_len)
         device = torch.device(device)
-        if device.type != "cpu":  # written on the device by the CUDA kernel
+        if device.type == "cuda" and _core.build_info()["cuda"]:  # written on the device by the CUDA kernel
             from .cuda import write_rope_tables
 
             if length < 0:
@@ -126,6 +126,8 @@ class RopePlan:
         cos, sin = torch.from_numpy(np.ascontiguousarray(cos)), torch.from_numpy(np.ascontiguousarray(sin))
         if dtype == torch.bfloat16:
             cos, sin = cos.view(torch.bfloat16), sin.view(torch.bfloat16)
+        if device.type != "cpu":  # a build without CUDA kernels: the same values, made here
+            cos, sin = cos.to(device), sin.to(device)
         return cos, sin
 
     def describe(self) -> str:
