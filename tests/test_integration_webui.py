@@ -146,9 +146,12 @@ def test_autogptq_model_gets_tables_and_its_exllama_input_length_raised(models_d
     wrapper = torch.nn.Module()
     wrapper.model = LlamaForCausalLM.from_pretrained(models_dir / "tiny")
     wrapper.model.model.layers[0].mlp.down_proj = exllama_linear()
-    wrapper.quantize_config = types.SimpleNamespace(desc_act=True)
+    wrapper.quantize_config = types.SimpleNamespace(desc_act=False)  # no act-order buffer to raise
     assert webui.after_load(wrapper, models_dir / "tiny", "AutoGPTQ", types.SimpleNamespace(**WEBUI_ARGS)) is wrapper
     assert isinstance(wrapper.model.model.rotary_emb, pntk_tf.PntkRotaryEmbedding)
+    assert calls == []
+    wrapper.quantize_config.desc_act = True
+    webui.after_load(wrapper, models_dir / "tiny", "AutoGPTQ", types.SimpleNamespace(**WEBUI_ARGS))
     assert calls == [(wrapper, 256)]
 
 

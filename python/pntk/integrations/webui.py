@@ -118,8 +118,10 @@ def _hf_model(output):
 
 
 def _raise_autogptq_input_length(model, length: int) -> None:
-    """AutoGPTQ's exllama backend (act-order) sizes a buffer for 2048 input tokens by default."""
-    if any(type(m).__module__.endswith("qlinear_exllama") for m in model.modules()):
+    """AutoGPTQ's exllama backend sizes an act-order buffer for 2048 input tokens by default; its
+    exllama_set_max_input_length (AutoGPTQ >= 0.4.2) refuses models without that backend or act-order."""
+    act_order = getattr(getattr(model, "quantize_config", None), "desc_act", False)
+    if act_order and any(type(m).__module__.endswith("qlinear_exllama") for m in model.modules()):
         from auto_gptq import exllama_set_max_input_length
 
         exllama_set_max_input_length(model, length)
