@@ -30,7 +30,7 @@ MAX_SEQ_LEN = 131072  # slider maxima: room for 128k-context models (webui 1.6.1
 TRANSFORMERS_LOADERS = ("Transformers", "AutoGPTQ", "GPTQ-for-LLaMa")
 EXLLAMA_LOADERS = ("ExLlama", "ExLlama_HF")
 EXLLAMAV2_LOADERS = ("ExLlamav2", "ExLlamav2_HF")
-EXLLAMAV2_METHODS = ("none",)  # ExLlamaV2 (0.0.4, as webui 1.6.1 uses it) reads no rope_scaling
+EXLLAMAV2_METHODS = ("none",)  # the exllamav2 0.0.3 that webui 1.6.1 pins reads no rope_scaling
 
 _last_plan: Optional[RopePlan] = None
 
@@ -169,7 +169,7 @@ def after_load(output, model_path: Path, loader: str, args):
             _warn(
                 f"{plan.source}: rope_scaling: this model needs RoPE {plan.method}, which ExLlamaV2 lacks; "
                 f"outputs past {plan.original_max_position_embeddings} positions will be wrong (use the "
-                "ExLlama or Transformers loader, or ExLlamaV2 with pntk's patches/exllamav2)"
+                "ExLlama, ExLlama_HF or Transformers loader, or exllamav2 0.3.2 with pntk's patches/exllamav2)"
             )
     elif needs_scaling(plan, args):
         _warn(f"{plan.source}: loader: {loader} does not use pntk's RoPE tables ({plan.describe()})")
