@@ -5,24 +5,30 @@
 #   check says "not applied" -> apply -> every patched file py_compiles -> check says "applied"
 #   -> a second apply says "already applied" -> revert restores the tree byte for byte (diff -r)
 #   -> the same patch files give the same bytes with `git apply` and with `patch -p1`.
-# For ExLlama it also imports the patched model.py (its CUDA extension stubbed) and runs the
-# patched ExLlamaConfig on the built-in airophin config.
+# For ExLlama it also imports the patched model.py (its CUDA extension stubbed), runs the patched
+# ExLlamaConfig on the built-in airophin config and loads a tiny GPTQ model on the CPU.
+# With --webui-python (and --webui, --exllama-pip), scripts/webui_upstream_smoke.py then runs the
+# webui's own loaders with that Python, patched and with the runtime hook.
 #
-#   scripts/check_patches_upstream.sh [--exllama DIR] [--exllama-pip DIR] [--webui DIR]
+#   scripts/check_patches_upstream.sh [--exllama DIR] [--exllama-pip DIR] [--webui DIR] [--webui-python PY]
 #     --exllama DIR      a turboderp/exllama checkout at 3b013cd (the directory holding model.py)
 #     --exllama-pip DIR  the `exllama` package directory of jllllll/exllama 0.0.17 (holds model.py)
 #     --webui DIR        an oobabooga/text-generation-webui checkout at tag 1.6.1 (019371c0)
+#     --webui-python PY  a Python with pntk, transformers 4.33, accelerate, sentencepiece, PyYAML
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 declare -a targets=()
+webui_python="" webui_source="" exllama_pip_source=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --exllama|--exllama-pip) targets+=("exllama:$2"); shift 2 ;;
-    --webui) targets+=("text-generation-webui:$2"); shift 2 ;;
+    --exllama) targets+=("exllama:$2"); shift 2 ;;
+    --exllama-pip) targets+=("exllama:$2"); exllama_pip_source="$2"; shift 2 ;;
+    --webui) targets+=("text-generation-webui:$2"); webui_source="$2"; shift 2 ;;
+    --webui-python) webui_python="$2"; shift 2 ;;
     *) echo "check_patches_upstream: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[ ${#targets[@]} -gt 0 ] || { sed -n '2,16p' "$0" >&2; exit 2; }
+[ ${#targets[@]} -gt 0 ] || { sed -n '2,20p' "$0" >&2; exit 2; }
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
@@ -106,4 +112,16 @@ for entry in "${targets[@]}"; do
     echo "    revert: tree identical to the original"
   ) && echo "   PASS $runner $source" || { echo "   FAIL $runner $source"; failures=$((failures + 1)); }
 done
+if [ -n "$webui_python" ]; then
+  [ -n "$webui_source" ] && [ -n "$exllama_pip_source" ] || { echo "--webui-python needs --webui and --exllama-pip" >&2; exit 2; }
+  for mode in patch hook; do
+    echo "== text-generation-webui loaders ($mode): $webui_source with $webui_python"
+    if "$webui_python" "$repo/scripts/webui_upstream_smoke.py" "$mode" "$webui_source" "$exllama_pip_source" \
+        > "$scratch/smoke.log" 2>&1; then
+      grep -E "^  (get_model_metadata|load_model)" "$scratch/smoke.log"; echo "   PASS webui loaders ($mode)"
+    else
+      tail -20 "$scratch/smoke.log"; echo "   FAIL webui loaders ($mode)"; failures=$((failures + 1))
+    fi
+  done
+fi
 exit $(( failures > 0 ? 1 : 0 ))

@@ -53,9 +53,8 @@ def configure(config, model_config_path) -> None:
     """Read the RoPE fields of config.json through pntk; default max_seq_len to the extended length.
     The first time, also says which exllama model.py this is (see report)."""
     module = sys.modules.get(type(config).__module__)
-    if module is not None and module not in _reported_modules:
-        _reported_modules.add(module)
-        report(module)
+    if module is not None:
+        report_once(module)
     path = os.fspath(model_config_path)
     plan = RopePlan.from_config(path, static_tables=True)
     config.pntk = _RopeSettings(config_path=path, theta=None, base=plan.base)
@@ -175,6 +174,13 @@ def report(module, file=None) -> str:
     elif os.environ.get("PNTK_QUIET") != "1":
         print(line, file=file or sys.stdout, flush=True)
     return state
+
+
+def report_once(module) -> None:
+    """report(module), the first time it is asked for this module."""
+    if module not in _reported_modules:
+        _reported_modules.add(module)
+        report(module)
 
 
 def find_module():

@@ -46,7 +46,7 @@ def use_exllama(model_class):
         exllama.install(module)
         _warn(f"exllama {module.__file__}: not patched on disk; pntk runtime hook installed")
     else:
-        exllama.report(module)
+        exllama.report_once(module)
     return module
 
 
