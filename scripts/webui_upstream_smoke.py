@@ -27,10 +27,11 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from exllama_cpu import cuda_ext_stub  # noqa: E402
+from exllama_cpu import cuda_ext_stub, write_tiny_gptq_model  # noqa: E402
 from pntk import patching  # noqa: E402
 from pntk.integrations import exllama as pntk_exllama  # noqa: E402
 from pntk.integrations import transformers as pntk_tf  # noqa: E402
+from pntk.integrations import webui as pntk_webui  # noqa: E402
 
 TINY = dict(hidden_size=256, intermediate_size=512, num_attention_heads=2, num_hidden_layers=2, vocab_size=32,
             max_position_embeddings=1024, rms_norm_eps=1e-5, model_type="llama", architectures=["LlamaForCausalLM"],
@@ -120,8 +121,8 @@ def main(mode: str, webui_source: str, exllama_source: str) -> None:
         ids = tokenizer("w3 w5 w7 w9", return_tensors="pt").input_ids
         logits = model(input_ids=ids).logits
         assert torch.isfinite(logits).all()
-        note = __import__("pntk.integrations.webui", fromlist=["menu_note"]).menu_note()
-        print(f"  load_model({name}, Transformers): pntk's {method} tables in every layer; menu:{note!r}")
+        print(f"  load_model({name}, Transformers): pntk's {method} tables in every layer; "
+              f"menu:{pntk_webui.menu_note()!r}")
 
     import exllama.model as exllama_model
 
@@ -135,15 +136,13 @@ def main(mode: str, webui_source: str, exllama_source: str) -> None:
         self.norm = self.lm_head = "cpu"
 
     exllama_model.ExLlamaDeviceMap.__init__ = cpu_map
-    from exllama_cpu import write_tiny_gptq_model
-
     gptq = write_tiny_gptq_model(scratch / "models" / "tiny-gptq", torch.Generator().manual_seed(0))
     save_tokenizer(gptq)
     shared.args.max_seq_len = 512
     hf = models.load_model(gptq.name, "ExLlama_HF")[0]
     assert hf.ex_model.sincos["cpu"][0].shape == (1, 1, 512, 128)
     print(f"  load_model(tiny-gptq, ExLlama_HF): exllama {exllama_model.__file__} ({expected_status}); "
-          f"menu:{__import__('pntk.integrations.webui', fromlist=['menu_note']).menu_note()!r}")
+          f"menu:{pntk_webui.menu_note()!r}")
     shutil.rmtree(scratch)
 
 
