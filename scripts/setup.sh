@@ -27,6 +27,10 @@ python -m pip install -q --disable-pip-version-check \
 # auto-gptq's packer checks pntk's GPTQ loader against third-party packing code (tests only);
 # --no-deps: its own dependencies (accelerate, peft, CUDA wheels) are not needed for that.
 python -m pip install -q --disable-pip-version-check --no-deps --only-binary=auto-gptq "auto-gptq==0.7.1"
+# PyPI's exllama 0.1.0 (pure Python, its CUDA code is built only on import of cuda_ext): the
+# integration tests run its real ExLlamaConfig and ExLlama loading. --no-deps: it pins old
+# safetensors and ninja.
+python -m pip install -q --disable-pip-version-check --no-deps "exllama==0.1.0"
 
 cuda_archs="${PNTK_CUDA_ARCHS:-75;80;86;89;90}"
 python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e . \

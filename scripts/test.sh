@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: set-up, build (with the C++ tests), ctest, pytest.
+# The whole test suite on a fresh machine: set-up, build (with the C++ tests), ctest, pytest, and
+# the Transformers 4.33 integration tests in their own virtualenv (the line webui 1.6.1 pins).
 # CUDA code is compiled whenever nvcc is present (one architecture here, to save time: set
 # PNTK_CUDA_ARCHS to change it); CUDA tests run only where a GPU is visible.
 set -euo pipefail
@@ -9,3 +10,4 @@ export PNTK_CUDA_ARCHS="${PNTK_CUDA_ARCHS:-80}"
 bash scripts/setup.sh
 ctest --test-dir build/dev --output-on-failure -j2
 python -m pytest tests "$@"
+bash scripts/make_tf433_env.sh build/venv-tf433 -q

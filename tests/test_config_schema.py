@@ -15,7 +15,7 @@ VALID_FIXTURES = sorted((ROOT / "tests" / "data" / "configs" / "valid").glob("*.
 # Cross-field rules live only in the C++ validator (the schema's description lists them).
 CROSS_FIELD = {
     "odd rotary dim", "odd partial rotary dim", "type disagrees", "original above max",
-    "pntk original == max", "pntk without original",
+    "pntk original == max", "pntk without original", "rope_scaling disagrees with rope_parameters",
 }
 
 

@@ -1,5 +1,6 @@
-"""pntk.Q4Matrix on the CPU against the float64 GPTQ reference (gptq_reference.py), for every
-kernel this CPU runs, format, group size, act-order and activation dtype."""
+"""pntk.Q4Matrix against the float64 GPTQ reference (gptq_reference.py), for every CPU kernel this
+machine runs and on a CUDA device (skipped, saying so, where no GPU is visible), for every format,
+group size, act-order and activation dtype."""
 import numpy as np
 import pytest
 import torch
@@ -15,21 +16,31 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 KERNELS = q4.cpu_kernels()
 
 
-@pytest.fixture(params=KERNELS)
-def kernel(request):
+@pytest.fixture(params=[f"cpu-{name}" for name in KERNELS] + ["cuda"])
+def device(request):
+    """The device the matrix runs on; on the CPU, each kernel this machine can run in turn."""
+    if request.param == "cuda":
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA GPU visible (torch.cuda.is_available() is False)")
+        yield "cuda"
+        return
     previous = pntk._core.q4_cpu_kernel()
-    q4.set_cpu_kernel(request.param)
-    yield request.param
+    q4.set_cpu_kernel(request.param.removeprefix("cpu-"))
+    yield "cpu"
     q4.set_cpu_kernel(previous)
 
 
-def check_forward(w, tensors, checkpoint_format, dtype, rng, rows=ROWS, bias=None):
+def on(device, tensors: dict) -> dict:
+    return {name: None if t is None else t.to(device) for name, t in tensors.items()}
+
+
+def check_forward(w, tensors, checkpoint_format, dtype, rng, device="cpu", rows=ROWS, bias=None):
     w64 = ref.dequantize(tensors["qweight"], tensors["qzeros"], tensors["scales"], tensors["g_idx"], checkpoint_format)
     for m in rows:
         x = torch.from_numpy(rng.standard_normal((m, w.in_features)).astype(np.float32)).to(dtype)
-        y = w(x)
-        assert y.dtype == dtype and y.shape == (m, w.out_features)
-        error = ref.relative_error(y, ref.matmul(x, w64, bias))
+        y = w(x.to(device))
+        assert y.dtype == dtype and y.shape == (m, w.out_features) and y.device.type == device
+        error = ref.relative_error(y.cpu(), ref.matmul(x, w64, bias))
         assert error <= ref.TOLERANCE[dtype], f"M={m} {dtype}: relative error {error:.3g}"
 
 
@@ -37,34 +48,34 @@ def check_forward(w, tensors, checkpoint_format, dtype, rng, rows=ROWS, bias=Non
 @pytest.mark.parametrize("group_size", [32, 64, 128, 24, -1])  # 24: a divisor of K that is no power of 2
 @pytest.mark.parametrize("act_order", [False, True])
 @pytest.mark.parametrize("sym", [False, True])
-def test_forward_matches_fp64_reference(kernel, checkpoint_format, group_size, act_order, sym, rng):
+def test_forward_matches_fp64_reference(device, checkpoint_format, group_size, act_order, sym, rng):
     groups = 1 if group_size == -1 else K // group_size
     tensors = ref.random_gptq(K, N, groups, rng, act_order=act_order, sym=sym, checkpoint_format=checkpoint_format)
-    w = pntk.Q4Matrix.from_gptq(**tensors, checkpoint_format=checkpoint_format)
+    w = pntk.Q4Matrix.from_gptq(**on(device, tensors), checkpoint_format=checkpoint_format)
     # one group (-1) has nothing to reorder: g_idx is all zeros
     assert (w.in_features, w.out_features, w.group_size, w.act_order) == (K, N, group_size, act_order and groups > 1)
     for dtype in DTYPES:
-        check_forward(w, tensors, checkpoint_format, dtype, rng)
+        check_forward(w, tensors, checkpoint_format, dtype, rng, device)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_uneven_groups_and_bias(kernel, dtype, rng):
+def test_uneven_groups_and_bias(device, dtype, rng):
     # g_idx with random group sizes (not multiples of 8), 5 groups over K = 200 rows
     k, n = 200, 72
     tensors = ref.random_gptq(k, n, 5, rng, uneven=True)
     bias = torch.from_numpy(rng.standard_normal(n).astype(np.float32)).to(dtype)
-    w = pntk.Q4Matrix.from_gptq(**tensors, bias=bias, checkpoint_format="gptq_v2")
+    w = pntk.Q4Matrix.from_gptq(**on(device, tensors), bias=bias.to(device), checkpoint_format="gptq_v2")
     assert w.group_size == 0 and w.act_order
-    check_forward(w, tensors, "gptq_v2", dtype, rng, bias=bias)
+    check_forward(w, tensors, "gptq_v2", dtype, rng, device, bias=bias)
 
 
-def test_rows_beyond_one_gemm_row_block(kernel, rng):
+def test_rows_beyond_one_gemm_row_block(device, rng):
     tensors = ref.random_gptq(K, 72, 12, rng, act_order=True)
-    w = pntk.Q4Matrix.from_gptq(**tensors)
+    w = pntk.Q4Matrix.from_gptq(**on(device, tensors))
     x = torch.from_numpy(rng.standard_normal((600, K)).astype(np.float32))[::2]  # 300 rows, row stride 2K
     expected = ref.matmul(x, ref.dequantize(**tensors))
-    assert ref.relative_error(w(x), expected) <= ref.TOLERANCE[torch.float32]
-    assert w(x[:0]).shape == (0, 72)
+    assert ref.relative_error(w(x.to(device)).cpu(), expected) <= ref.TOLERANCE[torch.float32]
+    assert w(x[:0].to(device)).shape == (0, 72)
 
 
 def test_dequantize_is_exact_in_original_row_order(rng):
@@ -96,7 +107,7 @@ def test_batch_dimensions_and_strided_input(rng):
 
 
 @pytest.mark.parametrize("rows", [1, 64])
-def test_fp16_partial_sums_that_would_overflow(kernel, rows, rng):
+def test_fp16_partial_sums_that_would_overflow(device, rows, rng):
     # K = 13824 (Llama-2-13B down_proj). Every row of a column has q - z = d_n (1..7) and the
     # activations are +8 in the first half and -8 in the second plus unit noise: partial sums
     # reach 8 * 7 * s * 6912 ~ 4e5 (> 65504) while the outputs stay near 7 * s * sqrt(K).
@@ -107,14 +118,14 @@ def test_fp16_partial_sums_that_would_overflow(kernel, rows, rng):
     qweight = torch.from_numpy((q.reshape(k // 8, 8, n) << (4 * np.arange(8))[None, :, None]).sum(axis=1).astype(np.uint64).astype(np.uint32).view(np.int32))
     qzeros = torch.from_numpy((z.reshape(groups, n // 8, 8) << (4 * np.arange(8))).sum(axis=2).astype(np.uint64).astype(np.uint32).view(np.int32))
     scales = torch.from_numpy(rng.uniform(0.5, 1.0, size=(groups, n)).astype(np.float16))
-    w = pntk.Q4Matrix.from_gptq(qweight, qzeros, scales, checkpoint_format="gptq_v2")
+    w = pntk.Q4Matrix.from_gptq(qweight.to(device), qzeros.to(device), scales.to(device), checkpoint_format="gptq_v2")
     sign = np.where(np.arange(k) < k // 2, 8.0, -8.0)
     x = torch.from_numpy((sign + rng.standard_normal((rows, k))).astype(np.float16))
     w64 = ref.dequantize(qweight, qzeros, scales, checkpoint_format="gptq_v2")
     assert np.abs(x.double().numpy()[:, : k // 2] @ w64[: k // 2]).max() > 65504  # fp16 partial sums overflow
     expected = ref.matmul(x, w64)
     assert np.abs(expected).max() < 65504
-    y = w(x)
+    y = w(x.to(device)).cpu()
     assert torch.isfinite(y).all()
     assert ref.relative_error(y, expected) <= ref.TOLERANCE[torch.float16]
 

@@ -45,6 +45,9 @@ INVALID_CONFIGS = [
      "rope_scaling.low_freq_factor"),
     ("truncate not bool", llama_config(rope_scaling={"type": "yarn", "factor": 4, "truncate": "yes"}), "rope_scaling.truncate"),
     ("top level not an object", [1, 2, 3], "(top level)"),
+    ("rope_scaling disagrees with rope_parameters",
+     llama_config(rope_parameters={"rope_type": "linear", "factor": 2.0}, rope_scaling={"type": "linear", "factor": 4.0}),
+     "rope_scaling"),
 ]
 
 SYNTAX_ERRORS = [

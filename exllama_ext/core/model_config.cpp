@@ -147,17 +147,9 @@ std::string parse_error_message(const std::string& what) {
 }
 
 // `root` is the config (prefix "") or the pntk_export record (prefix "pntk_export.").
-std::optional<RopeScalingFields> read_scaling(const json& root, const std::string& source,
-                                              const std::string& prefix = "") {
-  // Transformers 5 writes rope_parameters; earlier versions rope_scaling. rope_parameters wins.
-  std::string key = "rope_parameters";
-  auto it = root.find(key);
-  if (it == root.end() || it->is_null()) {
-    key = "rope_scaling";
-    it = root.find(key);
-    if (it == root.end() || it->is_null()) return std::nullopt;
-  }
-  key = prefix + key;
+// One rope_scaling / rope_parameters object (`it`, non-null) named `key` in error messages.
+std::optional<RopeScalingFields> read_scaling_object(json::const_iterator it, const std::string& source,
+                                                     const std::string& key) {
   if (!it->is_object()) throw ConfigError(source, key, "must be an object or null, got " + FieldReader::type_name(*it));
   FieldReader fields(*it, source, key);
   for (auto item = it->begin(); item != it->end(); ++item) {
@@ -196,6 +188,36 @@ std::optional<RopeScalingFields> read_scaling(const json& root, const std::strin
   if (scaling.high_freq_factor) fields.positive("high_freq_factor", *scaling.high_freq_factor);
   scaling.long_factor = fields.number_list("long_factor");
   scaling.short_factor = fields.number_list("short_factor");
+  return scaling;
+}
+
+std::string scaling_summary(const std::optional<RopeScalingFields>& scaling) {
+  if (!scaling) return "no scaling";
+  std::string out = "type " + scaling->type;
+  if (scaling->factor) out += ", factor " + FieldReader::format(*scaling->factor);
+  if (scaling->original_max_position_embeddings)
+    out += ", original_max_position_embeddings " + std::to_string(*scaling->original_max_position_embeddings);
+  return out;
+}
+
+// Transformers 5 writes rope_parameters; earlier versions rope_scaling. When a file has both
+// (an edit of one after a Transformers 5 save), they must say the same thing.
+std::optional<RopeScalingFields> read_scaling(const json& root, const std::string& source,
+                                              const std::string& prefix = "") {
+  const auto parameters = root.find("rope_parameters");
+  const auto legacy = root.find("rope_scaling");
+  const bool has_parameters = parameters != root.end() && !parameters->is_null();
+  const bool has_legacy = legacy != root.end() && !legacy->is_null();
+  if (!has_parameters) return has_legacy ? read_scaling_object(legacy, source, prefix + "rope_scaling") : std::nullopt;
+  auto scaling = read_scaling_object(parameters, source, prefix + "rope_parameters");
+  if (has_legacy) {
+    const auto other = read_scaling_object(legacy, source, prefix + "rope_scaling");
+    const std::string ours = scaling_summary(scaling), theirs = scaling_summary(other);
+    if (ours != theirs)
+      throw ConfigError(source, prefix + "rope_scaling",
+                        "says " + theirs + " but rope_parameters says " + ours +
+                            " (Transformers 5 reads rope_parameters): remove or fix one of them");
+  }
   return scaling;
 }
 

@@ -54,13 +54,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return report_error(str(exc))
     except ConfigError as exc:
         return report_error(str(exc))
+    except BrokenPipeError:  # `pntk inspect ... | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, OSError) as exc:
         return report_error(_describe_exception(exc))
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 def _describe_exception(exc: Exception) -> str:

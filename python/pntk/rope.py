@@ -111,12 +111,22 @@ class RopePlan:
         if dtype not in TABLE_DTYPE_CODES:
             raise ValueError(f"dtype: must be torch.float32, float16 or bfloat16, got {dtype}")
         length = self.max_seq_len if seq_len is None else int(seq_len)
+        device = torch.device(device)
+        if device.type == "cuda" and _core.build_info()["cuda"]:  # written on the device by the CUDA kernel
+            from .cuda import write_rope_tables
+
+            if length < 0:
+                raise ValueError(f"seq_len: must not be negative, got {length}")
+
+            cos = torch.empty(length, self.rotary_dim, dtype=dtype, device=device)
+            sin = torch.empty(length, self.rotary_dim, dtype=dtype, device=device)
+            write_rope_tables(self, cos, sin, inv_freq_seq_len=length)
+            return cos, sin
         cos, sin = self._plan.tables(length, TABLE_DTYPE_CODES[dtype], length)
         cos, sin = torch.from_numpy(np.ascontiguousarray(cos)), torch.from_numpy(np.ascontiguousarray(sin))
         if dtype == torch.bfloat16:
             cos, sin = cos.view(torch.bfloat16), sin.view(torch.bfloat16)
-        device = torch.device(device)
-        if device.type != "cpu":
+        if device.type != "cpu":  # a build without CUDA kernels: the same values, made here
             cos, sin = cos.to(device), sin.to(device)
         return cos, sin
 

@@ -1,0 +1,237 @@
+// The tile layout of a GPTQ 4-bit matrix on the GPU: the host-side plan, and the packing
+// functions (plain C++, also compiled for the device; no CUDA headers).
+//
+// GPTQ input (DESIGN.md): qweight int32 [K/8, N], row k at bits 4*(k%8) of word k/8;
+// qzeros int32 [G, N/8], column n at bits 4*(n%8); scales fp16 [G, N]; g_idx int32 [K].
+// W[k, n] = scale[g, n] * (q[k, n] - zero[g, n]), g = g_idx[k],
+// zero = (z + 1) & 15 for checkpoint_format "gptq" (v1), z for "gptq_v2".
+//
+// Rows are sorted by group (stable) and each group is padded to a multiple of TILE_K rows, so
+// every 16-row tile belongs to one group ("act-order" is undone at load time, and uneven or
+// tiny groups cost padding instead of a per-row scale lookup). Columns are padded to a
+// multiple of STRIP_N. Padded rows have q = 0 and read x = 0; padded columns have scale 0.
+//   row_src    int32 [Kp]       original row of padded row k' (-1 = padding)
+//   tile_group int32 [Kp/16]    group of each 16-row tile
+//   qtile      u32 [strips][Kp/16][32 lanes][4 words]    one 16 x 64 tile per 512 bytes
+//   scales_t   fp16 [strips][G][8][8]                    [.., g, nt] = scale of column nt*8+g
+//   zeros_t    u32  [strips][G][8]                       [.., g] nibble nt = zero of column nt*8+g
+// Lane l = 4*g + t of a warp holds, in word j, the B fragments of mma.m16n8k16 for the
+// n-tiles 2j (column 16j+g) and 2j+1 (column 16j+8+g) of the strip:
+//   nibble 0,4: col 16j+g,   k = 2t, 2t+1      nibble 2,6: col 16j+8+g, k = 2t, 2t+1
+//   nibble 1,5: col 16j+g,   k = 2t+8, 2t+9    nibble 3,7: col 16j+8+g, k = 2t+8, 2t+9
+// so (word >> 4i) & 0x000F000F puts the i-th B register's two k values in the two halves.
+// tile_cell() is this map; pack_tile_word() / pack_tile_scales() fill the layout (run by the
+// pack kernels, and on the host by tests/cpp/test_q4_tile_layout.cpp).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/errors.h"
+
+namespace pntk::cuda {
+
+constexpr int64_t TILE_K = 16;   // rows per tile: the k of one mma.m16n8k16
+constexpr int64_t STRIP_N = 64;  // columns per strip: 8 n-tiles of 8, one uint4 per lane
+constexpr int64_t MAX_GEMV_ROWS = 16;  // the m of one mma: rows of x the GEMV kernel takes
+constexpr size_t BUFFER_ALIGN = 256;
+
+// Byte offsets of the parts of one device buffer holding a tiled matrix.
+struct Q4TileBuffers {
+  size_t row_src = 0, tile_group = 0, qtile = 0, scales = 0, zeros = 0, total = 0;
+};
+
+struct Q4TilePlan {
+  int64_t k = 0, n = 0, groups = 0;
+  int64_t k_padded = 0;  // Kp: sum over groups of round_up(rows in group, 16)
+  int64_t n_padded = 0;  // round_up(N, 64)
+  bool identity = true;  // row_src[k] == k for every k and Kp == K: x needs no gather
+  std::vector<int32_t> row_src;
+  std::vector<int32_t> tile_group;
+
+  int64_t k_tiles() const { return k_padded / TILE_K; }
+  int64_t strips() const { return n_padded / STRIP_N; }
+  Q4TileBuffers buffers() const;
+};
+
+#ifdef __CUDACC__
+#define PNTK_HOST_DEVICE __host__ __device__
+#else
+#define PNTK_HOST_DEVICE
+#endif
+
+// Where nibble p (0..7) of word j (0..3) of lane `lane` sits in its 16 x 64 tile.
+struct TileCell {
+  int row;  // 0..15, within the tile's 16 padded rows
+  int col;  // 0..63, within the strip
+};
+PNTK_HOST_DEVICE inline TileCell tile_cell(int lane, int j, int p) {
+  const int g = lane / 4, t = lane % 4;
+  return TileCell{2 * t + (p >> 2) + 8 * (p & 1), 16 * j + g + ((p & 3) >= 2 ? 8 : 0)};
+}
+
+// The GPTQ tensors being tiled, readable where the packing functions run.
+struct GptqSource {
+  const int32_t* qweight;  // [K/8, N]
+  const int32_t* qzeros;   // [G, N/8]
+  const uint16_t* scales;  // fp16 bits [G, N]
+  int64_t n;
+  bool zeros_v2;           // true: zero = z ("gptq_v2"); false: zero = (z + 1) & 15 ("gptq")
+};
+
+// Word `word` of qtile ([strips][k_tiles][32][4]): nibble p holds q at tile_cell(lane, j, p),
+// 0 for padded rows (row_src -1) and padded columns.
+PNTK_HOST_DEVICE inline uint32_t pack_tile_word(const GptqSource& source, const int32_t* row_src, int64_t k_tiles,
+                                                int64_t word) {
+  const int j = static_cast<int>(word % 4);
+  const int lane = static_cast<int>((word / 4) % 32);
+  const int64_t kt = (word / 128) % k_tiles;
+  const int64_t strip = word / (128 * k_tiles);
+  uint32_t packed = 0;
+  for (int p = 0; p < 8; ++p) {
+    const TileCell cell = tile_cell(lane, j, p);
+    const int64_t col = strip * STRIP_N + cell.col;
+    const int32_t src = row_src[kt * TILE_K + cell.row];
+    if (src < 0 || col >= source.n) continue;
+    const uint32_t q = (static_cast<uint32_t>(source.qweight[(src / 8) * source.n + col]) >> (4 * (src % 8))) & 15u;
+    packed |= q << (4 * p);
+  }
+  return packed;
+}
+
+// Entry `index` of zeros_t ([strips][G][8]), whose 8 scales (scales_t[index * 8 + nt], the
+// columns 8 nt + gi of the strip) go to `scales`: scale 0 and zero 0 for padded columns.
+PNTK_HOST_DEVICE inline uint32_t pack_tile_scales(const GptqSource& source, int64_t groups, int64_t index,
+                                                  uint16_t* scales) {
+  const int gi = static_cast<int>(index % 8);
+  const int64_t group = (index / 8) % groups;
+  const int64_t strip = index / (8 * groups);
+  uint32_t zeros = 0;
+  for (int nt = 0; nt < 8; ++nt) {
+    const int64_t col = strip * STRIP_N + 8 * nt + gi;
+    uint16_t scale = 0;
+    uint32_t zero = 0;
+    if (col < source.n) {
+      scale = source.scales[group * source.n + col];
+      const uint32_t z =
+          (static_cast<uint32_t>(source.qzeros[group * (source.n / 8) + col / 8]) >> (4 * (col % 8))) & 15u;
+      zero = source.zeros_v2 ? z : (z + 1) & 15u;
+    }
+    scales[nt] = scale;
+    zeros |= zero << (4 * nt);
+  }
+  return zeros;
+}
+
+inline int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
+
+inline Q4TileBuffers Q4TilePlan::buffers() const {
+  Q4TileBuffers b;
+  size_t at = 0;
+  auto take = [&at](size_t bytes) {
+    const size_t offset = at;
+    at = static_cast<size_t>(round_up(static_cast<int64_t>(at + bytes), BUFFER_ALIGN));
+    return offset;
+  };
+  b.row_src = take(sizeof(int32_t) * static_cast<size_t>(k_padded));
+  b.tile_group = take(sizeof(int32_t) * static_cast<size_t>(k_tiles()));
+  b.qtile = take(sizeof(uint32_t) * static_cast<size_t>(k_padded * n_padded / 8));
+  b.scales = take(sizeof(uint16_t) * static_cast<size_t>(groups * n_padded));
+  b.zeros = take(sizeof(uint32_t) * static_cast<size_t>(groups * n_padded / 8));
+  b.total = at;
+  return b;
+}
+
+// Plans the tiling of a [K, N] matrix with `groups` groups. g_idx (K entries, may be null:
+// then group = k / (K / groups), which needs K % groups == 0) gives each row's group.
+inline Q4TilePlan make_q4_tile_plan(int64_t k, int64_t n, int64_t groups, const int32_t* g_idx) {
+  PNTK_CHECK(k > 0 && k % 8 == 0, "qweight", "in_features must be a positive multiple of 8, got " + std::to_string(k));
+  PNTK_CHECK(n > 0 && n % 8 == 0, "qweight", "out_features must be a positive multiple of 8, got " + std::to_string(n));
+  PNTK_CHECK(groups > 0 && groups <= k, "scales",
+             "must have between 1 and in_features (" + std::to_string(k) + ") rows, got " + std::to_string(groups));
+  PNTK_CHECK(k <= INT32_MAX / 2 && n <= INT32_MAX / 2, "qweight", "is too large for 32-bit indices");
+  PNTK_CHECK(g_idx != nullptr || k % groups == 0, "g_idx",
+             "is required when in_features (" + std::to_string(k) + ") is not a multiple of the number of groups (" +
+                 std::to_string(groups) + ")");
+  Q4TilePlan plan;
+  plan.k = k;
+  plan.n = n;
+  plan.groups = groups;
+  plan.n_padded = round_up(n, STRIP_N);
+  std::vector<int32_t> group_of(static_cast<size_t>(k));
+  std::vector<int64_t> rows_in_group(static_cast<size_t>(groups), 0);
+  for (int64_t row = 0; row < k; ++row) {
+    const int64_t group = g_idx ? g_idx[row] : row / (k / groups);
+    PNTK_CHECK(group >= 0 && group < groups, "g_idx",
+               "entry " + std::to_string(row) + " is " + std::to_string(group) + ", outside [0, " +
+                   std::to_string(groups) + ")");
+    group_of[static_cast<size_t>(row)] = static_cast<int32_t>(group);
+    ++rows_in_group[static_cast<size_t>(group)];
+  }
+  std::vector<int64_t> next_row(static_cast<size_t>(groups));  // next free padded row of each group
+  int64_t padded = 0;
+  for (int64_t group = 0; group < groups; ++group) {
+    next_row[static_cast<size_t>(group)] = padded;
+    const int64_t tiles = round_up(rows_in_group[static_cast<size_t>(group)], TILE_K) / TILE_K;
+    for (int64_t tile = 0; tile < tiles; ++tile) plan.tile_group.push_back(static_cast<int32_t>(group));
+    padded += tiles * TILE_K;
+  }
+  plan.k_padded = padded;
+  plan.row_src.assign(static_cast<size_t>(padded), -1);
+  for (int64_t row = 0; row < k; ++row) {
+    const int64_t at = next_row[static_cast<size_t>(group_of[static_cast<size_t>(row)])]++;
+    plan.row_src[static_cast<size_t>(at)] = static_cast<int32_t>(row);
+    if (at != row) plan.identity = false;
+  }
+  if (plan.k_padded != k) plan.identity = false;
+  return plan;
+}
+
+// Launch shape of the GEMV kernel: grid (strips, splits), each block 4 warps on one strip and
+// a contiguous range of k-tiles. K is split so that there are at least 3 blocks per SM (4 are
+// resident at once) and the last round of blocks keeps at least 90% of the SMs busy
+// (blocks / SMs over its ceiling); the splits' fp32 partial sums are added in split order
+// (deterministic).
+//   workspace: counters int32 [strips] (zero between launches; the kernels reset them)
+//              partials fp32 [splits][rows][Np]  (splits > 1)
+constexpr int GEMV_WARPS = 4;
+constexpr int GEMV_BLOCKS_PER_SM = 4;               // also the kernel's __launch_bounds__ occupancy
+constexpr int64_t GEMV_MIN_BLOCKS_PER_SM = 3;
+constexpr int64_t GEMV_MAX_SPLITS = 64;
+constexpr int64_t GEMV_MIN_TILES_PER_SPLIT = 16;    // 4 k-tiles per warp at least
+constexpr int64_t GEMV_MAX_TILES_PER_SPLIT = 4096;  // the split's tile groups live in 16 KB of smem
+
+struct Q4GemvShape {
+  int64_t splits = 1, tiles_per_split = 0;
+  size_t counters = 0, partials = 0, workspace_bytes = 0;  // byte offsets, total
+};
+
+inline Q4GemvShape q4_gemv_shape(int64_t k_tiles, int64_t strips, int64_t rows, int64_t sm_count) {
+  Q4GemvShape shape;
+  int64_t most = k_tiles / GEMV_MIN_TILES_PER_SPLIT;
+  if (most > GEMV_MAX_SPLITS) most = GEMV_MAX_SPLITS;
+  if (most < 1) most = 1;
+  const int64_t enough = (GEMV_MIN_BLOCKS_PER_SM * sm_count + strips - 1) / strips;  // splits for 3 blocks per SM
+  shape.splits = enough < most ? enough : most;
+  for (int64_t splits = shape.splits; splits <= most; ++splits) {
+    const int64_t blocks = strips * splits;
+    const int64_t rounds = (blocks + sm_count - 1) / sm_count;
+    if (10 * blocks >= 9 * rounds * sm_count) {  // blocks / (rounds * SMs) >= 0.9
+      shape.splits = splits;
+      break;
+    }
+  }
+  shape.tiles_per_split = (k_tiles + shape.splits - 1) / shape.splits;
+  if (shape.tiles_per_split > GEMV_MAX_TILES_PER_SPLIT) shape.tiles_per_split = GEMV_MAX_TILES_PER_SPLIT;
+  shape.splits = (k_tiles + shape.tiles_per_split - 1) / shape.tiles_per_split;
+  auto aligned = [](size_t bytes) { return static_cast<size_t>(round_up(static_cast<int64_t>(bytes), BUFFER_ALIGN)); };
+  shape.counters = 0;
+  shape.partials = aligned(sizeof(int32_t) * static_cast<size_t>(strips));
+  const size_t partial_bytes =
+      shape.splits > 1 ? sizeof(float) * static_cast<size_t>(shape.splits * rows * strips * STRIP_N) : 0;
+  shape.workspace_bytes = shape.partials + aligned(partial_bytes);
+  return shape;
+}
+
+}  // namespace pntk::cuda

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The device check, in one call on a fresh GPU machine without network (within 8 minutes):
+# build pntk for this GPU only, run the CUDA tests, run the GPU benchmark (with ExLlama's own
+# kernel when an ExLlama v1 wheel is installed there), and print a summary table last.
+# Logs (build, tests, benchmark text and JSON) go to $OUT, else build/gpu_check.
+#   Beforehand, where there is network: bash scripts/gpu_deps.sh, then carry build/deps
+#   (nlohmann/json headers; wheels of pytest, numpy, transformers for whichever are missing).
+#   PNTK_CUDA_ARCHS=90     architectures to build (default 90: the H100 / H200)
+#   PYTHON=python3         the interpreter that has torch
+#   PNTK_CHECK_SECONDS=450 the time the steps share (each step gets what is left, capped)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+began=$(date +%s)
+budget="${PNTK_CHECK_SECONDS:-450}"
+logs="${OUT:-build/gpu_check}"
+mkdir -p "$logs"
+python="${PYTHON:-python3}"
+archs="${PNTK_CUDA_ARCHS:-90}"
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+fi
+# Console scripts pip installs land here.
+export PATH="$($python -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$HOME/.local/bin:$PATH"
+
+# A system Python marked externally managed (PEP 668) needs pip's consent to install into it.
+pip_flags=(--disable-pip-version-check)
+if $python -c 'import os, sys, sysconfig; sys.exit(not (sys.prefix == sys.base_prefix and os.path.exists(
+    os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))))' 2>/dev/null; then
+  pip_flags+=(--break-system-packages)
+fi
+
+steps=()  # "name|status|seconds|detail"
+record() { steps+=("$1|$2|$3|$4"); }
+since() { echo $(( $(date +%s) - $1 )); }
+# Seconds a step may take: what is left of the budget, at most $1.
+allow() {
+  local left=$(( budget - $(since "$began") ))
+  [ "$left" -lt "$1" ] && echo $(( left > 10 ? left : 10 )) || echo "$1"
+}
+
+gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)
+echo "gpu_check: ${gpu:-no nvidia-smi}; $($python --version 2>&1); nvcc $(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
+
+# 1. Test dependencies missing here, from the carried wheels.
+t=$(date +%s)
+missing=()
+for module in pytest numpy transformers; do
+  $python -c "import $module" 2>/dev/null || missing+=("$module")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  record "test deps" ok "$(since "$t")" "all present"
+elif [ -d build/deps/wheels ] && $python -m pip install -q "${pip_flags[@]}" --no-index \
+    --find-links build/deps/wheels "${missing[@]}" >"$logs/deps.log" 2>&1; then
+  record "test deps" ok "$(since "$t")" "installed ${missing[*]}"
+else
+  record "test deps" FAILED "$(since "$t")" "missing ${missing[*]} (see deps.log; run scripts/gpu_deps.sh and carry build/deps)"
+fi
+
+# 2. Build and install (nlohmann/json from build/deps/include when the package is absent).
+t=$(date +%s)
+if timeout "$(allow 240)" $python -m pip install -v "${pip_flags[@]}" --no-build-isolation --no-deps . \
+    -Cbuild-dir=build/gpu \
+    -Ccmake.define.PNTK_CUDA=ON \
+    -Ccmake.define.CMAKE_CUDA_ARCHITECTURES="$archs" \
+    -Ccmake.define.PNTK_JSON_INCLUDE_DIR="$PWD/build/deps/include" \
+    -Ccmake.define.PNTK_BUILD_TESTS=OFF >"$logs/build.log" 2>&1 &&
+  info=$(cd /tmp && $python -c "import pntk; print(pntk.build_info())" 2>>"$logs/build.log"); then
+  record build ok "$(since "$t")" "$info"
+  built=1
+else
+  record build FAILED "$(since "$t")" "$(grep -m1 -iE 'error' "$logs/build.log" | cut -c1-100)"
+  built=0
+fi
+
+# 3. CUDA tests (the installed module; tests/ holds no copy of pntk).
+t=$(date +%s)
+if [ "$built" = 1 ]; then
+  timeout "$(allow 150)" $python -m pytest tests/test_cuda_q4.py tests/test_cuda_rope.py tests/test_cuda_bindings.py \
+    -q -rs -p no:cacheprovider >"$logs/tests.log" 2>&1
+  code=$?
+  counts=$(tail -1 "$logs/tests.log" | sed 's/=//g; s/^ *//; s/ *$//')
+  record "cuda tests" "$([ $code = 0 ] && echo ok || echo FAILED)" "$(since "$t")" "$counts"
+else
+  record "cuda tests" skipped 0 "no build"
+fi
+
+# 4. Benchmark.
+t=$(date +%s)
+if [ "$built" = 1 ]; then
+  bench_seconds=$(allow 330)
+  timeout "$bench_seconds" $python scripts/bench_q4_gpu.py --json "$logs/bench.json" \
+    >"$logs/bench.txt" 2>&1
+  code=$?
+  summary=$(grep -m1 '^goals:' "$logs/bench.txt" || tail -1 "$logs/bench.txt")
+  record benchmark "$([ $code = 0 ] && echo ok || echo FAILED)" "$(since "$t")" "$summary"
+else
+  record benchmark skipped 0 "no build"
+fi
+
+# Summary, last: failures and skips of the tests, the benchmark table, then the steps.
+echo
+if [ -f "$logs/tests.log" ]; then
+  grep -E '^(FAILED|ERROR|SKIPPED)' "$logs/tests.log" | head -20
+fi
+if [ -f "$logs/bench.txt" ]; then
+  cat "$logs/bench.txt"
+fi
+echo
+echo "== pntk GPU check: ${gpu:-unknown GPU}, $(since "$began") s in all =="
+printf '%-11s %-8s %5s  %s\n' step status s detail
+for row in "${steps[@]}"; do
+  IFS='|' read -r name status seconds detail <<<"$row"
+  printf '%-11s %-8s %5s  %s\n' "$name" "$status" "$seconds" "$detail"
+done
+for row in "${steps[@]}"; do
+  case "$row" in *"|FAILED|"*) exit 1 ;; esac
+done
+exit 0
