@@ -40,6 +40,19 @@ def test_float_model_with_rope_overrides(capsys):
     assert rows["none"][1024] > 1.5 * rows["pntk"][1024]
 
 
+def test_gptq_model_in_bfloat16(capsys, tmp_path):
+    from pntk.tiny_model.generator import make_tiny_model
+
+    make_tiny_model(tmp_path / "gptq")
+    code, out, err = run(capsys, "perplexity", str(tmp_path / "gptq"), "--contexts", "64,1024", "--rope", "none,pntk",
+                         "--documents", "2", "--dtype", "bfloat16")
+    assert code == 0, err
+    assert "GPTQ 4-bit through pntk's q4 matmul" in out
+    rows = table(out)
+    assert rows["none"][1024] > 1.5 * rows["pntk"][1024]
+    assert 1 < rows["pntk"][64] < 20
+
+
 def test_config_scaling_text_file_sliding_and_plot(capsys, tmp_path, rng):
     text = tmp_path / "story.txt"
     text.write_text(corpus.document(rng, 700))

@@ -153,7 +153,8 @@ def _perplexity(args: argparse.Namespace) -> int:
         plans = {f"{plan.method} (config.json)": plan}
     for plan in plans.values():
         print(plan.describe())
-    model, _ = load_llama(args.model_dir, plan=next(iter(plans.values())), announce=False)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    model, _ = load_llama(args.model_dir, plan=next(iter(plans.values())), announce=False, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     weights = "GPTQ 4-bit through pntk's q4 matmul" if is_gptq(args.model_dir) else "float weights"
     if args.text:
@@ -204,5 +205,7 @@ def register(subparsers) -> None:
     parser.add_argument("--protocol", choices=("truncated", "sliding"), default="truncated",
                         help="truncated: the first C tokens of each document; sliding: windows over the stream")
     parser.add_argument("--plot", metavar="FILE.png", help="also draw perplexity against context (needs matplotlib)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="weights and activations other than the 4-bit matrices (bfloat16 halves the memory)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     parser.set_defaults(handler=_perplexity)
