@@ -35,6 +35,8 @@ def _demo(args: argparse.Namespace) -> int:
     from ..tiny_model.generator import make_tiny_model
     from .perplexity import quiet_transformers, run_table
 
+    if args.documents < 1:
+        raise ValueError(f"<command line>: --documents: must be positive, got {args.documents}")
     started = time.time()
     quiet_transformers()
     if args.threads:
@@ -81,7 +83,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"(* the model's own method, from config.json; original length {ORIGINAL_LENGTH}, extended {EXTENDED_LENGTH})")
     full = max(contexts)
     ratio = results["none"][full] / results["pntk"][full]
-    print(f"at {full} tokens (4x the original length): pntk {results['pntk'][full]:.2f} vs no scaling "
+    print(f"at {full} tokens ({SCALING_FACTOR}x the original length): pntk {results['pntk'][full]:.2f} vs no scaling "
           f"{results['none'][full]:.2f}, {ratio:.1f}x lower perplexity")
     print(f"== done in {time.time() - started:.0f} s")
     return 0
