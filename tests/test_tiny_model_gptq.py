@@ -157,3 +157,24 @@ def test_bad_gptq_directories_are_clear_errors(tiny_dir, tmp_path):
     shutil.copyfile(tiny_dir / "model.safetensors", broken / "model.safetensors")
     with pytest.raises(ValueError, match=r"broken: model\.layers\.0\.mlp\.down_proj\.qweight: holds a 384x128 matrix, config\.json implies 512x128"):
         load_llama(broken, announce=False)
+
+
+def test_tied_embeddings_share_one_tensor(tiny_dir, tmp_path, generator):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    tied = tmp_path / "tied"
+    shutil.copytree(tiny_dir, tied)
+    config = json.loads((tiny_dir / "config.json").read_text())
+    config["tie_word_embeddings"] = True
+    (tied / "config.json").write_text(json.dumps(config))
+    tensors = load_file(str(tied / "model.safetensors"))
+    del tensors["lm_head.weight"]
+    save_file(tensors, str(tied / "model.safetensors"))
+    model, _ = load_llama(tied, announce=False)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    ids = torch.randint(3, ARCHITECTURE["vocab_size"], (1, 64), generator=generator)
+    with torch.no_grad():
+        hidden = model.model(input_ids=ids).last_hidden_state
+        torch.testing.assert_close(model(input_ids=ids).logits, hidden @ model.model.embed_tokens.weight.T)

@@ -72,8 +72,9 @@ def load_gptq_llama(model_dir: Union[str, Path], *, dtype: torch.dtype = torch.f
     directory = Path(model_dir)
     read_config(directory)
     matrices = load_gptq(directory)
+    config = LlamaConfig.from_pretrained(directory)
     with torch.device("meta"):  # no memory for the float projections that Q4Linear replaces
-        model = LlamaForCausalLM(LlamaConfig.from_pretrained(directory))
+        model = LlamaForCausalLM(config)
     for name, matrix in matrices.items():
         try:
             linear = model.get_submodule(name)
@@ -86,6 +87,8 @@ def load_gptq_llama(model_dir: Union[str, Path], *, dtype: torch.dtype = torch.f
             )
         model.set_submodule(name, Q4Linear(matrix))
     tensors = _float_tensors(directory, set(matrices), dtype)
+    if config.tie_word_embeddings and "lm_head.weight" not in tensors and "model.embed_tokens.weight" in tensors:
+        tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"]  # one tensor for both
     missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
     missing = [name for name in missing if ".rotary_emb." not in name]
     if missing or unexpected:
