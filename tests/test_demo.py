@@ -6,7 +6,7 @@ from pntk.cli import main
 
 from test_perplexity_cli import table
 
-# The margin the demo's note states for the shipped model (measured: see docs/demo.md).
+# The margin the demo's note states for the shipped model (measured: see the README, "The two commands").
 MIN_RATIO_AT_4X = 1.5
 
 
