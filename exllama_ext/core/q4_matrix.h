@@ -69,16 +69,21 @@ struct Q4Layout {
 };
 
 // Activations prepared once per call: x [M][K'] fp32 in packed row order (0 in padding
-// rows), and for the GEMV kernels also the per-group sums xsum [M][G] (fp32).
+// rows), and for the GEMV kernels also the per-group sums xsum [M][G] (fp32). The avx512bf16
+// GEMV also wants x as `bf16_parts` bf16 parts in pairs, xpairs [M][K'/8][parts][4], and
+// sums over chunks of groups, xsum_chunk [M][K'/8] (q4_kernel_common.h).
 struct Q4Activations {
   int64_t m = 0;
   std::vector<float> x;
   std::vector<float> xsum;
+  int bf16_parts = 0;
+  std::vector<uint32_t> xpairs;
+  std::vector<float> xsum_chunk;
 };
 
 // One CPU kernel family (a row of the dispatch table in q4_cpu_kernels.cpp).
 struct Q4CpuKernel {
-  const char* name;  // "scalar", "avx2", "avx512"
+  const char* name;  // "scalar", "avx2", "avx512", "avx512bf16"
   // x [M, K] (any strides, fp16/bf16/fp32) -> prepared activations for gemv_tile
   // (for_gemv) or gemm_tile; each family decides what its kernels want (q4_kernel_impl.h).
   void (*prepare)(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out);

@@ -1,0 +1,134 @@
+// AVX-512 BF16 q4 kernels: a GEMV (M <= 16) on vdpbf16ps; the GEMM (M > 16) is the avx512 one.
+//
+// Weights go straight from the packed word to bf16 pairs. Word w of column c holds packed
+// rows 8r..8r+7 (row 8r+j at bits 4j); for j < 4
+//   pair_j(w) = 0x3F803F80 | (w >> (4j - 3) & 0x00780078)       (w << 3 for j = 0)
+// puts nibble j at bits 3..6 and nibble j+4 at bits 19..22: the bf16 pair
+// (1 + q[8r+j]/16, 1 + q[8r+j+4]/16), exact (q fills the top 4 of bf16's 7 fraction bits).
+// Activations: x = sum of P bf16 parts exactly (xpairs, q4_kernel_common.h; P = 1, 2, 3 for
+// bf16, fp16, fp32 x), each part in pairs (x_i[8r+j], x_i[8r+j+4]) that vdpbf16ps multiplies
+// with pair_j(w) and adds into fp32: both products are exact (8 x 5 significant bits). So
+// 32 weights take one shift, one vpternlogd (shared by the parts and rows of x) and P vdpbf16ps.
+// (vdpbf16ps reads bf16 denormals, |x| < 2^-126, as 0.)
+// Per chunk of a group g (kBf16ChunkWordRows word rows, which bounds the error of the offset
+// terms summed into acc), with acc = sum_p x[p] (1 + q[p]/16) and xsum = sum_p x[p]:
+//   y[m, n] += s[g, n] * (16 acc - (16 + z[g, n]) xsum)  =  s * sum_p x[p] (q[p] - z)
+#include "core/q4_kernel_avx512.h"
+
+namespace pntk::q4 {
+
+namespace {
+
+using Avx512Kernels = Q4Kernels<Avx512>;
+
+struct Bf16Gemv {
+  static constexpr int L = Avx512::kLanes;
+  static constexpr int kPass = Avx512::kVectors * L;
+  static constexpr int64_t kPrefetchWordRows = Avx512Kernels::kPrefetchWordRows;
+
+  template <int J>
+  static __m512bh pair(__m512i w) {
+    const __m512i shifted = J == 0 ? _mm512_slli_epi32(w, 3) : _mm512_srli_epi32(w, 4 * J - 3);
+    // 0xF8: a | (b & c)
+    return (__m512bh)_mm512_ternarylogic_epi32(_mm512_set1_epi32(0x3F803F80), shifted,
+                                               _mm512_set1_epi32(0x00780078), 0xF8);
+  }
+
+  static void prepare(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out) {
+    Avx512Kernels::prepare(w, x, false, out);  // fp32 x, no nibble scaling
+    if (!for_gemv) return;
+    prepare_bf16_pairs(w, x.dtype == DType::bfloat16 ? 1 : (x.dtype == DType::float16 ? 2 : 3), out);
+  }
+
+  // One chunk of a group, MT rows of x (P parts, xpairs row stride ldx) on columns [0, V*L) of q.
+  template <int P, int MT, int V>
+  static void gemv_group(const uint32_t* q, int64_t width, int64_t word_rows, const uint32_t* x, int64_t ldx,
+                         const float* xsum, int64_t xsum_stride, const uint16_t* scales, const uint32_t* zeros,
+                         int last_valid, float* y) {
+    // Independent vdpbf16ps chains: at least 12 (latency x ports), split over j and parts.
+    constexpr int A = MT * V >= 12 ? 1 : (MT * V >= 6 ? 2 : 4);
+    const __mmask16 last = Avx512::mask(last_valid), full = Avx512::mask(L);
+    __m512 acc[MT][V][A];
+    for (auto& per_m : acc)
+      for (auto& per_v : per_m)
+        for (auto& a : per_v) a = _mm512_setzero_ps();
+    for (int64_t r = 0; r < word_rows; ++r) {
+      __m512i words[V];
+      for (int v = 0; v < V; ++v) words[v] = Avx512::load_words(q + r * width + v * L, v == V - 1 ? last : full);
+      for (int v = 0; v < V; ++v)
+        _mm_prefetch(reinterpret_cast<const char*>(q + (r + kPrefetchWordRows) * width + v * L), _MM_HINT_T0);
+      const uint32_t* xr = x + r * 4 * P;
+      static_for<4>([&](auto j) {
+        __m512bh wp[V];
+        for (int v = 0; v < V; ++v) wp[v] = pair<j>(words[v]);
+        for (int m = 0; m < MT; ++m) {
+          static_for<P>([&](auto i) {
+            const __m512bh xb = (__m512bh)_mm512_set1_epi32(static_cast<int>(xr[m * ldx + i * 4 + j]));
+            constexpr int slot = (decltype(j)::value * P + decltype(i)::value) % A;
+            for (int v = 0; v < V; ++v) acc[m][v][slot] = _mm512_dpbf16_ps(acc[m][v][slot], wp[v], xb);
+          });
+        }
+      });
+    }
+    for (int v = 0; v < V; ++v) {
+      const int valid = v == V - 1 ? last_valid : L;
+      const __m512 s = Avx512::load_scales(scales + v * L, v == V - 1 ? last : full);
+      const __m512 z16 = _mm512_add_ps(Avx512::load_zeros(zeros + v * L / 8, valid), _mm512_set1_ps(16.0f));
+      for (int m = 0; m < MT; ++m) {
+        __m512 dot = acc[m][v][0];
+        for (int a = 1; a < A; ++a) dot = _mm512_add_ps(dot, acc[m][v][a]);
+        dot = _mm512_fnmadd_ps(z16, _mm512_set1_ps(xsum[m * xsum_stride]), _mm512_mul_ps(dot, _mm512_set1_ps(16.0f)));
+        float* yv = y + m * kQ4TileColumns + v * L;
+        _mm512_storeu_ps(yv, _mm512_fmadd_ps(s, dot, _mm512_loadu_ps(yv)));
+      }
+    }
+  }
+
+  template <int P>
+  static void gemv_tile_parts(const Q4Layout& w, const Q4Activations& a, int64_t tile, const TensorView& out) {
+    const int64_t width = w.tile_width(tile), ldx = w.packed_rows / 8 * 4 * P;
+    const uint32_t* q = w.tile_qweight(tile);
+    alignas(64) float y[kQ4GemvMaxRows * kQ4TileColumns] = {};
+    const int64_t word_rows_total = w.packed_rows / 8;
+    for (int64_t g = 0; g < w.groups; ++g) {
+      const int64_t group_end = w.group_begin[g + 1] / 8;
+      for (int64_t r0 = w.group_begin[g] / 8; r0 < group_end; r0 += kBf16ChunkWordRows) {
+        const int64_t word_rows = std::min(kBf16ChunkWordRows, group_end - r0);
+        for (int64_t m0 = 0; m0 < a.m; m0 += Avx512::kGemvRows) {
+          const uint32_t* x = a.xpairs.data() + m0 * ldx + r0 * 4 * P;
+          const float* xsum = a.xsum_chunk.data() + m0 * word_rows_total + r0;
+          const int rows = static_cast<int>(std::min<int64_t>(Avx512::kGemvRows, a.m - m0));
+          for (int64_t c0 = 0; c0 < width; c0 += kPass) {
+            const int columns = static_cast<int>(std::min<int64_t>(kPass, width - c0));
+            const int vectors = (columns + L - 1) / L, last_valid = columns - (vectors - 1) * L;
+            const uint32_t* qc = q + r0 * width + c0;
+            const uint16_t* sc = w.tile_scales(tile) + g * width + c0;
+            const uint32_t* zc = w.tile_zeros(tile) + g * (width / 8) + c0 / 8;
+            float* yc = y + m0 * kQ4TileColumns + c0;
+            static_for<Avx512::kGemvRows>([&](auto mt) {
+              static_for<Avx512::kVectors>([&](auto v) {
+                if (rows == mt + 1 && vectors == v + 1)
+                  gemv_group<P, mt + 1, v + 1>(qc, width, word_rows, x, ldx, xsum, word_rows_total, sc, zc,
+                                               last_valid, yc);
+              });
+            });
+          }
+        }
+      }
+    }
+    Avx512Kernels::store_tile(w, tile, y, kQ4TileColumns, a.m, out);
+  }
+
+  static void gemv_tile(const Q4Layout& w, const Q4Activations& a, int64_t tile, const TensorView& out) {
+    static_for<3>([&](auto i) {
+      if (a.bf16_parts == i + 1) gemv_tile_parts<i + 1>(w, a, tile, out);
+    });
+  }
+};
+
+}  // namespace
+
+extern const Q4CpuKernel kQ4KernelAvx512Bf16{"avx512bf16", Bf16Gemv::prepare, Bf16Gemv::gemv_tile,
+                                             Avx512Kernels::gemm_tile};
+
+}  // namespace pntk::q4
