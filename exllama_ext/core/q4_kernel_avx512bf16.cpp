@@ -5,14 +5,19 @@
 //   pair_j(w) = 0x3F803F80 | (w >> (4j - 3) & 0x00780078)       (w << 3 for j = 0)
 // puts nibble j at bits 3..6 and nibble j+4 at bits 19..22: the bf16 pair
 // (1 + q[8r+j]/16, 1 + q[8r+j+4]/16), exact (q fills the top 4 of bf16's 7 fraction bits).
-// Activations: x = sum of P bf16 parts exactly (xpairs, q4_kernel_common.h; P = 1, 2, 3 for
-// bf16, fp16, fp32 x), each part in pairs (x_i[8r+j], x_i[8r+j+4]) that vdpbf16ps multiplies
-// with pair_j(w) and adds into fp32: both products are exact (8 x 5 significant bits). So
-// 32 weights take one shift, one vpternlogd (shared by the parts and rows of x) and P vdpbf16ps.
-// (vdpbf16ps reads bf16 denormals, |x| < 2^-126, as 0.)
-// Per chunk of a group g (kBf16ChunkWordRows word rows, which bounds the error of the offset
-// terms summed into acc), with acc = sum_p x[p] (1 + q[p]/16) and xsum = sum_p x[p]:
+// Activations: x = x_0 + ... + x_{P-1} exactly, P bf16 parts (P = 1, 2, 3 for bf16, fp16 (11
+// significant bits), fp32 (24 bits) x; part i is what parts 0..i-1 left, rounded to nearest
+// even), stored in pairs, Q4Activations::xpairs [M][K'/8][P][4] uint32:
+//   xpairs[m][r][i][j] = bf16 bits of x_i[m][8r+j] | those of x_i[m][8r+j+4] << 16, j < 4.
+// vdpbf16ps multiplies a pair with pair_j(w) and adds both products into fp32: they are exact
+// (8 x 5 significant bits). So 32 weights take one shift, one vpternlogd (shared by the parts
+// and rows of x) and P vdpbf16ps. (Conversions and vdpbf16ps take bf16 denormals,
+// |x| < 2^-126, as 0.)
+// Per chunk of a group g (kChunkWordRows word rows from the group's start, the last one
+// shorter: this bounds the error of the offset terms summed into acc), with
+// acc = sum_p x[p] (1 + q[p]/16) and xsum = sum_p x[p] over the chunk:
 //   y[m, n] += s[g, n] * (16 acc - (16 + z[g, n]) xsum)  =  s * sum_p x[p] (q[p] - z)
+// Q4Activations::xsum_chunk [M][K'/8] holds xsum at the chunk's first word row (0 elsewhere).
 #include "core/q4_kernel_avx512.h"
 
 namespace pntk::q4 {
@@ -34,10 +39,51 @@ struct Bf16Gemv {
                                                _mm512_set1_epi32(0x00780078), 0xF8);
   }
 
+  static constexpr int64_t kChunkWordRows = 16;
+
   static void prepare(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out) {
-    Avx512Kernels::prepare(w, x, false, out);  // fp32 x, no nibble scaling
+    Avx512Kernels::prepare(w, x, false, out);  // fp32 x in packed order, no nibble scaling
     if (!for_gemv) return;
-    prepare_bf16_pairs(w, x.dtype == DType::bfloat16 ? 1 : (x.dtype == DType::float16 ? 2 : 3), out);
+    static_for<3>([&](auto i) {
+      if (i + 1 == (x.dtype == DType::bfloat16 ? 1 : (x.dtype == DType::float16 ? 2 : 3))) prepare_pairs<i + 1>(w, out);
+    });
+  }
+
+  // a.x -> a.xpairs and a.xsum_chunk, two word rows (16 x) at a time.
+  template <int P>
+  static void prepare_pairs(const Q4Layout& w, Q4Activations& a) {
+    const int64_t word_rows = w.packed_rows / 8, ldx = word_rows * 4 * P;
+    a.bf16_parts = P;
+    a.xpairs.resize(static_cast<size_t>(a.m * ldx));
+    a.xsum_chunk.assign(static_cast<size_t>(a.m * word_rows), 0.0f);
+    // 16-bit elements x[0..8) of each word row -> x[0], x[4], x[1], x[5], ...
+    const __m256i pair_order = _mm256_setr_epi16(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+    for (int64_t m = 0; m < a.m; ++m) {
+      const float* x = a.x.data() + m * w.packed_rows;
+      uint32_t* pairs = a.xpairs.data() + m * ldx;
+      for (int64_t r = 0; r < word_rows; r += 2) {
+        const bool two = r + 1 < word_rows;
+        __m512 rest = _mm512_maskz_loadu_ps(two ? 0xFFFF : 0x00FF, x + r * 8);
+        static_for<P>([&](auto i) {
+          const __m256i part = (__m256i)_mm512_cvtneps_pbh(rest);  // exact: x - part is an fp32
+          rest = _mm512_sub_ps(rest, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(part), 16)));
+          const __m256i ordered = _mm256_permutexvar_epi16(pair_order, part);
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(pairs + r * 4 * P + i * 4), _mm256_castsi256_si128(ordered));
+          if (two)
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(pairs + (r + 1) * 4 * P + i * 4),
+                             _mm256_extracti128_si256(ordered, 1));
+        });
+      }
+      for (int64_t g = 0; g < w.groups; ++g) {
+        const int64_t group_end = w.group_begin[g + 1] / 8;
+        for (int64_t r0 = w.group_begin[g] / 8; r0 < group_end; r0 += kChunkWordRows) {
+          __m256 sum = _mm256_setzero_ps();
+          for (int64_t r = r0; r < std::min(r0 + kChunkWordRows, group_end); ++r)
+            sum = _mm256_add_ps(sum, _mm256_loadu_ps(x + r * 8));
+          a.xsum_chunk[m * word_rows + r0] = _mm512_reduce_add_ps(_mm512_zextps256_ps512(sum));
+        }
+      }
+    }
   }
 
   // One chunk of a group, MT rows of x (P parts, xpairs row stride ldx) on columns [0, V*L) of q.
@@ -92,8 +138,8 @@ struct Bf16Gemv {
     const int64_t word_rows_total = w.packed_rows / 8;
     for (int64_t g = 0; g < w.groups; ++g) {
       const int64_t group_end = w.group_begin[g + 1] / 8;
-      for (int64_t r0 = w.group_begin[g] / 8; r0 < group_end; r0 += kBf16ChunkWordRows) {
-        const int64_t word_rows = std::min(kBf16ChunkWordRows, group_end - r0);
+      for (int64_t r0 = w.group_begin[g] / 8; r0 < group_end; r0 += kChunkWordRows) {
+        const int64_t word_rows = std::min(kChunkWordRows, group_end - r0);
         for (int64_t m0 = 0; m0 < a.m; m0 += Avx512::kGemvRows) {
           const uint32_t* x = a.xpairs.data() + m0 * ldx + r0 * 4 * P;
           const float* xsum = a.xsum_chunk.data() + m0 * word_rows_total + r0;

@@ -1,7 +1,6 @@
 // Out-of-line helpers of the CPU q4 kernels, compiled without ISA flags (q4_kernel_common.h).
 #include "core/q4_kernel_common.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -81,40 +80,6 @@ void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_sca
       double sum = 0.0;
       for (float part : partial) sum += part;
       out.xsum[m * w.groups + g] = static_cast<float>(sum);
-    }
-  }
-}
-
-void prepare_bf16_pairs(const Q4Layout& w, int parts, Q4Activations& a) {
-  const int64_t word_rows = w.packed_rows / 8;
-  a.bf16_parts = parts;
-  a.xpairs.resize(static_cast<size_t>(a.m * word_rows * parts * 4));
-  uint32_t* dst = a.xpairs.data();
-  for (int64_t m = 0; m < a.m; ++m) {
-    for (int64_t r = 0; r < word_rows; ++r) {
-      const float* x = a.x.data() + m * w.packed_rows + r * 8;
-      float rest[8];
-      std::copy(x, x + 8, rest);
-      for (int i = 0; i < parts; ++i, dst += 4) {
-        uint16_t bits[8];
-        for (int j = 0; j < 8; ++j) {
-          bits[j] = float_to_bfloat16_bits(rest[j]);
-          rest[j] -= bfloat16_bits_to_float(bits[j]);  // exact: the part holds rest's leading bits
-        }
-        for (int j = 0; j < 4; ++j) dst[j] = bits[j] | static_cast<uint32_t>(bits[j + 4]) << 16;
-      }
-    }
-  }
-  a.xsum_chunk.assign(static_cast<size_t>(a.m * word_rows), 0.0f);
-  for (int64_t m = 0; m < a.m; ++m) {
-    for (int64_t g = 0; g < w.groups; ++g) {
-      for (int64_t r0 = w.group_begin[g] / 8; r0 < w.group_begin[g + 1] / 8; r0 += kBf16ChunkWordRows) {
-        const int64_t r1 = std::min(r0 + kBf16ChunkWordRows, w.group_begin[g + 1] / 8);
-        const float* x = a.x.data() + m * w.packed_rows;
-        double sum = 0.0;
-        for (int64_t p = r0 * 8; p < r1 * 8; ++p) sum += x[p];
-        a.xsum_chunk[m * word_rows + r0] = static_cast<float>(sum);
-      }
     }
   }
 }

@@ -28,16 +28,6 @@ void store_row_scalar(const float* src, int64_t count, DType dtype, void* dst);
 void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_scaled, ConvertRowFn convert_row,
                          Q4Activations& out);
 
-// a.x (prepared without nibble scaling) -> a.xpairs: each x split into `parts` bf16 values
-// whose sum is x exactly (parts = 1 for bf16 x, 2 for fp16 (11 significant bits), 3 for fp32
-// (24 bits); part i rounds what parts 0..i-1 left to nearest even), stored in pairs:
-//   xpairs[m][r][i][j] = bf16 bits of part i of x[m][8r+j] | those of x[m][8r+j+4] << 16, j < 4;
-// and a.xsum_chunk: each group cut into chunks of kBf16ChunkWordRows word rows (the last one
-// shorter) from its start, xsum_chunk[m][r] = sum of x[m] over the chunk starting at word row r
-// (other entries 0).
-constexpr int64_t kBf16ChunkWordRows = 16;
-void prepare_bf16_pairs(const Q4Layout& w, int parts, Q4Activations& a);
-
 // Per-thread scratch of at least `floats` floats (slot 0 or 1), kept between calls.
 float* thread_scratch(int slot, int64_t floats);
 

@@ -71,7 +71,7 @@ struct Q4Layout {
 // Activations prepared once per call: x [M][K'] fp32 in packed row order (0 in padding
 // rows), and for the GEMV kernels also the per-group sums xsum [M][G] (fp32). The avx512bf16
 // GEMV also wants x as `bf16_parts` bf16 parts in pairs, xpairs [M][K'/8][parts][4], and
-// sums over chunks of groups, xsum_chunk [M][K'/8] (q4_kernel_common.h).
+// sums over chunks of groups, xsum_chunk [M][K'/8] (q4_kernel_avx512bf16.cpp).
 struct Q4Activations {
   int64_t m = 0;
   std::vector<float> x;
