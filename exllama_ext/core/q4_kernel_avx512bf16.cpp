@@ -1,18 +1,21 @@
-// AVX-512 BF16 q4 kernels: a GEMV (M <= 16) on vdpbf16ps; the GEMM (M > 16) is the avx512 one.
+// AVX-512 BF16 q4 kernels: a GEMV on vdpbf16ps for bf16 x (M <= 16) and fp16 x (M = 1); other
+// GEMV calls and the GEMM (M > 16) are the avx512 family's. Measured on Zen 5, vdpbf16ps issues
+// at half the rate of FMA: the bf16 GEMV wins where it saves the shift/convert work per weight
+// (one part, or one row of x), and loses with two parts and several rows of x, or three (fp32).
 //
 // Weights go straight from the packed word to bf16 pairs. Word w of column c holds packed
 // rows 8r..8r+7 (row 8r+j at bits 4j); for j < 4
 //   pair_j(w) = 0x3F803F80 | (w >> (4j - 3) & 0x00780078)       (w << 3 for j = 0)
 // puts nibble j at bits 3..6 and nibble j+4 at bits 19..22: the bf16 pair
 // (1 + q[8r+j]/16, 1 + q[8r+j+4]/16), exact (q fills the top 4 of bf16's 7 fraction bits).
-// Activations: x = x_0 + ... + x_{P-1} exactly, P bf16 parts (P = 1, 2, 3 for bf16, fp16 (11
-// significant bits), fp32 (24 bits) x; part i is what parts 0..i-1 left, rounded to nearest
-// even), stored in pairs, Q4Activations::xpairs [M][K'/8][P][4] uint32:
+// Activations: x = x_0 + ... + x_{P-1} exactly, P bf16 parts (P = 1 for bf16 x, 2 for fp16 x
+// (11 significant bits): x_0 = x rounded to bf16 (nearest even), x_1 = x - x_0), stored in
+// pairs, Q4Activations::xpairs [M][K'/8][P][4] uint32:
 //   xpairs[m][r][i][j] = bf16 bits of x_i[m][8r+j] | those of x_i[m][8r+j+4] << 16, j < 4.
 // vdpbf16ps multiplies a pair with pair_j(w) and adds both products into fp32: they are exact
 // (8 x 5 significant bits). So 32 weights take one shift, one vpternlogd (shared by the parts
-// and rows of x) and P vdpbf16ps. (Conversions and vdpbf16ps take bf16 denormals,
-// |x| < 2^-126, as 0.)
+// and rows of x) and P vdpbf16ps. (vdpbf16ps takes bf16 denormals, |x| < 2^-126, as 0; fp16
+// x has none.)
 // Per chunk of a group g (kChunkWordRows word rows from the group's start, the last one
 // shorter: this bounds the error of the offset terms summed into acc), with
 // acc = sum_p x[p] (1 + q[p]/16) and xsum = sum_p x[p] over the chunk:
@@ -34,18 +37,25 @@ struct Bf16Gemv {
   template <int J>
   static __m512bh pair(__m512i w) {
     const __m512i shifted = J == 0 ? _mm512_slli_epi32(w, 3) : _mm512_srli_epi32(w, 4 * J - 3);
-    // 0xF8: a | (b & c)
-    return (__m512bh)_mm512_ternarylogic_epi32(_mm512_set1_epi32(0x3F803F80), shifted,
-                                               _mm512_set1_epi32(0x00780078), 0xF8);
+    // 0xEC: b | (a & c), the shifted words (a) overwritten in place
+    return (__m512bh)_mm512_ternarylogic_epi32(shifted, _mm512_set1_epi32(0x3F803F80),
+                                               _mm512_set1_epi32(0x00780078), 0xEC);
   }
 
   static constexpr int64_t kChunkWordRows = 16;
 
+  // Parts of x for the bf16 GEMV, 0 where the avx512 GEMV runs instead (see the top).
+  static int bf16_parts(const TensorView& x) {
+    if (x.dtype == DType::bfloat16) return 1;
+    return x.dtype == DType::float16 && x.shape[0] == 1 ? 2 : 0;
+  }
+
   static void prepare(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out) {
-    Avx512Kernels::prepare(w, x, false, out);  // fp32 x in packed order, no nibble scaling
-    if (!for_gemv) return;
-    static_for<3>([&](auto i) {
-      if (i + 1 == (x.dtype == DType::bfloat16 ? 1 : (x.dtype == DType::float16 ? 2 : 3))) prepare_pairs<i + 1>(w, out);
+    const int parts = for_gemv ? bf16_parts(x) : 0;
+    Avx512Kernels::prepare(w, x, for_gemv && parts == 0, out);  // with parts, fp32 x unscaled
+    out.bf16_parts = parts;
+    static_for<2>([&](auto i) {
+      if (parts == i + 1) prepare_pairs<i + 1>(w, out);
     });
   }
 
@@ -53,7 +63,6 @@ struct Bf16Gemv {
   template <int P>
   static void prepare_pairs(const Q4Layout& w, Q4Activations& a) {
     const int64_t word_rows = w.packed_rows / 8, ldx = word_rows * 4 * P;
-    a.bf16_parts = P;
     a.xpairs.resize(static_cast<size_t>(a.m * ldx));
     a.xsum_chunk.assign(static_cast<size_t>(a.m * word_rows), 0.0f);
     // 16-bit elements x[0..8) of each word row -> x[0], x[4], x[1], x[5], ...
@@ -166,7 +175,8 @@ struct Bf16Gemv {
   }
 
   static void gemv_tile(const Q4Layout& w, const Q4Activations& a, int64_t tile, const TensorView& out) {
-    static_for<3>([&](auto i) {
+    if (a.bf16_parts == 0) return Avx512Kernels::gemv_tile(w, a, tile, out);
+    static_for<2>([&](auto i) {
       if (a.bf16_parts == i + 1) gemv_tile_parts<i + 1>(w, a, tile, out);
     });
   }
