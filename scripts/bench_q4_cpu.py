@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CPU GPTQ 4-bit matmul benchmark (a script, not a test): every ratio is measured in this run.
 
-For M = 1 and 8 at the Llama-2 shapes, group 32 and 128 (act-order g_idx, fp16 activations),
+For M = 1 and 8 at the Llama-2 shapes, group 32 and 128 (act-order g_idx, fp16 or bf16 activations),
 with enough weight copies rotated to exceed the L3 (--min-mb, default 320 MB > a 300 MB L3):
 time per call, effective GB/s (bytes of qweight + scales + zeros + x + y per call), percent
 of the read bandwidth measured here (a multithreaded streaming sum over a 1 GiB buffer), and
@@ -9,7 +9,8 @@ the speed-up over torch's dense bf16 and fp32 matmul of the same shape (copies r
 Then the GEMM path (M = 64, 256) against torch's dense fp32 matmul of the dequantized weight,
 and a cache-hot case: K=14336, N=4096, M=1, group 32, act-order, one weight copy.
 
-    python scripts/bench_q4_cpu.py [--threads N] [--kernel avx512|avx2|scalar] [--min-mb 320]
+    python scripts/bench_q4_cpu.py [--threads N] [--kernel avx512bf16|avx512|avx2|scalar] [--min-mb 320]
+                                   [--dtype float16|bfloat16]
 """
 import argparse
 import math
@@ -87,6 +88,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
     parser.add_argument("--kernel", default=None, help="CPU kernel family (default: the best this CPU runs)")
+    parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"], help="activations' dtype")
     parser.add_argument("--min-mb", type=float, default=320.0, help="rotated working set per case, MB")
     args = parser.parse_args()
     if args.threads:
@@ -95,12 +97,13 @@ def main():
     if args.kernel:
         q4.set_cpu_kernel(args.kernel)
     min_bytes = args.min_mb * 1e6
+    x_dtype = getattr(torch, args.dtype)
     generator = torch.Generator().manual_seed(0)
 
     bandwidth = ReadBandwidth()
     print(f"pntk {pntk.__version__}, cpu_kernel {pntk._core.q4_cpu_kernel()}, threads {q4.get_num_threads()} "
           f"(torch {torch.get_num_threads()}), cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
-    print(f"working set per case >= {args.min_mb:.0f} MB (weight copies rotated); activations fp16; act-order g_idx")
+    print(f"working set per case >= {args.min_mb:.0f} MB (weight copies rotated); activations {args.dtype}; act-order g_idx")
     print()
     rows = []
     header = (f"{'shape':<12} {'K':>6} {'N':>6} {'g':>4} {'M':>2} {'copies':>6} {'q4 ms':>8} {'GB/s':>6} {'bw GB/s':>7} "
@@ -119,7 +122,7 @@ def main():
             copies = copies_for(q4_bytes(k, n, group_size, 0), min_bytes)
             mats = [random_q4(k, n, group_size, generator) for _ in range(copies)]
             for m in (1, 8):
-                x = torch.randn(m, k, generator=generator).to(torch.float16)
+                x = torch.randn(m, k, generator=generator).to(x_dtype)
                 seconds = timed(lambda i: mats[i % copies](x), copies)
                 rows.append((shape_index, label, k, n, group_size, m, copies, seconds,
                              dense[torch.bfloat16, m], dense[torch.float32, m]))
@@ -151,7 +154,7 @@ def main():
 
     k, n = 14336, 4096
     hot = random_q4(k, n, 32, generator)
-    x = torch.randn(1, k, generator=generator).to(torch.float16)
+    x = torch.randn(1, k, generator=generator).to(x_dtype)
     seconds = timed(lambda i: hot(x), 50)
     size_mb = q4_bytes(k, n, 32, 0) / 1e6
     print()
