@@ -130,6 +130,21 @@ def test_fp16_partial_sums_that_would_overflow(device, rows, rng):
     assert ref.relative_error(y, expected) <= ref.TOLERANCE[torch.float16]
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gemv_error_is_the_output_rounding(device, dtype, rng):
+    # fp16 / bf16 x are exact in fp32, so the GEMV's error is its one rounding of y to dtype plus
+    # fp32 sums: a kernel that rounded x (e.g. fp16 x to bf16, ~1e-3) fails this, not TOLERANCE.
+    tensors = ref.random_gptq(K, N, 3, rng, act_order=True)
+    w = pntk.Q4Matrix.from_gptq(**on(device, tensors))
+    w64 = ref.dequantize(**tensors)
+    for m in (1, 2, 8):
+        x = torch.from_numpy(rng.standard_normal((m, K)).astype(np.float32)).to(dtype)
+        expected = ref.matmul(x, w64)
+        rounding = ref.relative_error(torch.from_numpy(expected).to(dtype), expected)
+        error = ref.relative_error(w(x.to(device)).cpu(), expected)
+        assert error <= 1.1 * rounding + 1e-5, f"M={m}: relative error {error:.3g}, output rounding {rounding:.3g}"
+
+
 def test_results_do_not_depend_on_thread_count(rng):
     tensors = ref.random_gptq(K, 8 * 64 + 8, 6, rng, act_order=True)
     w = pntk.Q4Matrix.from_gptq(**tensors)
