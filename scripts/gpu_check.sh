@@ -77,7 +77,8 @@ fi
 t=$(date +%s)
 if [ "$built" = 1 ]; then
   timeout "$(allow 150)" $python -m pytest tests/test_cuda_q4.py tests/test_cuda_rope.py tests/test_cuda_bindings.py \
-    -q -rs -p no:cacheprovider >"$logs/tests.log" 2>&1
+    tests/test_q4_matrix.py -k "cuda or not test_q4_matrix" -q -rs -p no:cacheprovider \
+    -o faulthandler_timeout=60 >"$logs/tests.log" 2>&1
   code=$?
   counts=$(tail -1 "$logs/tests.log" | sed 's/=//g; s/^ *//; s/ *$//')
   record "cuda tests" "$([ $code = 0 ] && echo ok || echo FAILED)" "$(since "$t")" "$counts"
