@@ -117,7 +117,7 @@ def test_calls_are_checked_before_launch():
     with pytest.raises(ValueError, match=r"^storage: must be on cuda:0, got cuda:3$"):
         tiles.pack(fake((tiles.device_bytes,), torch.uint8, index=3), 0)
     with pytest.raises(ValueError, match=r"^rows: must be 1 to 16, got 17$"):
-        tiles.workspace_bytes(17)
+        tiles.gemv_workspace(17)
     assert _core.CUDA_MAX_GEMV_ROWS == 16
 
 
@@ -127,28 +127,31 @@ def test_cuda_errors_become_exceptions_with_their_text():
     with pytest.raises(RuntimeError, match=r"^(cudaGetDevice|cudaDeviceGetAttribute): .+ \(cuda\w+\)$"):
         tiles.pack(fake((tiles.device_bytes,), torch.uint8), 0)
     with pytest.raises(RuntimeError, match=r"^(cudaGetDevice|cudaDeviceGetAttribute): .+ \(cuda\w+\)$"):
-        tiles.workspace_bytes(1)
+        tiles.gemv_workspace(1)
 
 
 @needs_cuda_build
 @pytest.mark.parametrize(
     "change,message",
     [
-        (dict(x=fake((2, 256), torch.float32)), r"^x: must be float16, got float32$"),
+        (dict(x=fake((2, 256), torch.float32), y=fake((2, 128), torch.float32)),
+         r"^x: must be float16 or bfloat16 for the GEMV kernel, got float32$"),
         (dict(x=fake((2, 255), torch.float16)), r"^x: must have 256 columns \(in_features\), got shape \[2, 255\]$"),
         (dict(x=fake((2, 256), torch.float16, index=1)), r"^x: must be on cuda:0, got cuda:1$"),
         (dict(y=fake((2, 127), torch.float16)), r"^y: must have shape \[2, 128\], got \[2, 127\]$"),
         (dict(y=fake((2, 128), torch.float32)), r"^y: must be float16, got float32$"),
-        (dict(bias=fake((64,), torch.float16)), r"^bias: must have shape \[128\], got \[64\]$"),
-        (dict(bias=fake((128,), torch.float32)), r"^bias: must be float16, got float32$"),
-        (dict(workspace=fake((64,), torch.int32)), r"^workspace: must be uint8, got int32$"),
+        (dict(bias=fake((64,), torch.float32)), r"^bias: must have shape \[128\], got \[64\]$"),
+        (dict(bias=fake((128,), torch.float16)), r"^bias: must be float32, got float16$"),
+        (dict(counters=fake((64,), torch.float32)), r"^counters: must be int32, got float32$"),
+        (dict(partials=fake((64,), torch.int32)), r"^partials: must be float32, got int32$"),
+        (dict(partials=fake((64,), torch.float32, index=2)), r"^partials: must be on cuda:0, got cuda:2$"),
         ({}, r"^storage: pack\(\) must be called first$"),
     ],
 )
 def test_gemv_arguments_are_checked(change, message):
     tiles = _core.Q4CudaTiles(**gptq_views(), g_idx_host=None, checkpoint_format="gptq")
     arguments = dict(x=fake((2, 256), torch.float16), y=fake((2, 128), torch.float16), bias=None,
-                     workspace=fake((4096,), torch.uint8), stream=0)
+                     counters=fake((64,), torch.int32), partials=fake((4096,), torch.float32), stream=0)
     arguments.update(change)
     with pytest.raises(ValueError, match=message):
         tiles.gemv(**arguments)

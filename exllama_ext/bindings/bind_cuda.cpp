@@ -107,39 +107,52 @@ class Q4CudaTiles {
     source_ = {};
   }
 
-  size_t workspace_bytes(int64_t rows) const {
+  pntk::cuda::Q4GemvShape gemv_shape(int64_t rows) const {
     PNTK_CHECK(rows >= 1 && rows <= pntk::cuda::MAX_GEMV_ROWS, "rows",
                "must be 1 to " + std::to_string(pntk::cuda::MAX_GEMV_ROWS) + ", got " + std::to_string(rows));
-    return pntk::cuda::q4_gemv_shape(plan_.k_tiles(), plan_.strips(), rows, pntk::cuda::device_sm_count(device_))
-        .workspace_bytes;
+    return pntk::cuda::q4_gemv_shape(plan_.k_tiles(), plan_.strips(), rows, pntk::cuda::device_sm_count(device_));
   }
 
   void gemv(const TensorView& x, const TensorView& y, const std::optional<TensorView>& bias,
-            const TensorView& workspace, uintptr_t stream) const {
+            const TensorView& counters, const TensorView& partials, uintptr_t stream) const {
     check_on_device(x, device_, "x");
-    pntk::check_dtype(x, DType::float16, "x");
+    PNTK_CHECK(x.dtype == DType::float16 || x.dtype == DType::bfloat16, "x",
+               std::string("must be float16 or bfloat16 for the GEMV kernel, got ") + pntk::dtype_name(x.dtype));
     pntk::check_dims(x, 2, "x");
     PNTK_CHECK(x.size(1) == plan_.k, "x",
                "must have " + std::to_string(plan_.k) + " columns (in_features), got shape " + x.shape_string());
     const int64_t rows = x.size(0);
     check_on_device(y, device_, "y");
-    pntk::check_dtype(y, DType::float16, "y");
+    pntk::check_dtype(y, x.dtype, "y");
     check_shape(y, {rows, plan_.n}, "y");
     pntk::check_contiguous(y, "y");
-    const uint16_t* bias_data = nullptr;
+    const float* bias_data = nullptr;
     if (bias) {
       check_on_device(*bias, device_, "bias");
-      pntk::check_dtype(*bias, DType::float16, "bias");
+      pntk::check_dtype(*bias, DType::float32, "bias");
       check_shape(*bias, {plan_.n}, "bias");
       pntk::check_contiguous(*bias, "bias");
-      bias_data = bias->ptr<uint16_t>();
+      bias_data = bias->ptr<float>();
     }
-    check_on_device(workspace, device_, "workspace");
-    pntk::check_dtype(workspace, DType::uint8, "workspace");
-    pntk::check_contiguous(workspace, "workspace");
+    check_on_device(counters, device_, "counters");
+    pntk::check_dtype(counters, DType::int32, "counters");
+    pntk::check_contiguous(counters, "counters");
+    check_on_device(partials, device_, "partials");
+    pntk::check_dtype(partials, DType::float32, "partials");
+    pntk::check_contiguous(partials, "partials");
     check_packed();
-    pntk::cuda::q4_gemv_f16_cuda(matrix_, x.ptr<uint16_t>(), rows, x.strides[0], x.strides[1], y.ptr<uint16_t>(),
-                                 bias_data, workspace.data, static_cast<size_t>(workspace.numel()), stream);
+    const pntk::cuda::Q4GemvCall call{x.data,
+                                      rows,
+                                      x.strides[0],
+                                      x.strides[1],
+                                      y.data,
+                                      bias_data,
+                                      x.dtype,
+                                      counters.ptr<int32_t>(),
+                                      sizeof(int32_t) * static_cast<size_t>(counters.numel()),
+                                      partials.ptr<float>(),
+                                      sizeof(float) * static_cast<size_t>(partials.numel())};
+    pntk::cuda::q4_gemv_cuda(matrix_, call, stream);
   }
 
   void dequantize(const TensorView& out, uintptr_t stream) const {
@@ -255,10 +268,18 @@ PNTK_BINDINGS(bind_cuda) {
                              "True when no row needs to move (no act-order, no padding)")
       .def("pack", &Q4CudaTiles::pack, py::arg("storage"), py::arg("stream"),
            "Tile the constructor's tensors (still alive) into storage, uint8 [device_bytes] on their device.")
-      .def("workspace_bytes", &Q4CudaTiles::workspace_bytes, py::arg("rows"),
-           "Workspace the GEMV needs for `rows` rows of x (zero-filled once; the kernels leave it so).")
-      .def("gemv", &Q4CudaTiles::gemv, py::arg("x"), py::arg("y"), py::arg("bias"), py::arg("workspace"),
-           py::arg("stream"), "y fp16 [M, N] = x fp16 [M, K] @ W (+ bias fp16 [N]), M <= CUDA_MAX_GEMV_ROWS.")
+      .def("gemv_workspace", [](const Q4CudaTiles& t, int64_t rows) {
+             const pntk::cuda::Q4GemvShape shape = t.gemv_shape(rows);
+             return py::make_tuple(shape.counter_bytes, shape.partial_bytes);
+           }, py::arg("rows"),
+           "(counter bytes, partial bytes) the GEMV needs for `rows` rows of x: an int32 counters buffer, zero "
+           "when first used (the kernels leave it so), and a float32 partial-sums buffer (any contents).")
+      .def("gemv", &Q4CudaTiles::gemv, py::arg("x"), py::arg("y"), py::arg("bias"), py::arg("counters"),
+           py::arg("partials"), py::arg("stream"),
+           "y [M, N] = x [M, K] @ W (+ bias float32 [N]), x and y both float16 or both bfloat16 (compute "
+           "capability 8.0+), M <= CUDA_MAX_GEMV_ROWS.")
+      .def("gemv_takes_bfloat16", [](const Q4CudaTiles& t) { return pntk::cuda::gemv_takes_bfloat16(t.device()); },
+           "Whether this matrix's GPU runs the bfloat16 GEMV (compute capability 8.0 or newer).")
       .def("dequantize", &Q4CudaTiles::dequantize, py::arg("out"), py::arg("stream"),
            "out [K, N] float32/float16/bfloat16 (contiguous) = scale * (q - zero), original row order.");
   m.def("rope_table_cuda", &rope_table, py::arg("plan"), py::arg("first_position"), py::arg("inv_freq_seq_len"),

@@ -16,7 +16,7 @@ struct Q4TileMatrix {
   const int32_t* row_src;     // [Kp]
   const int32_t* tile_group;  // [Kp/16]
   const uint32_t* qtile;      // [strips][Kp/16][32][4]
-  const uint16_t* scales;     // fp16 [strips][G][8][8]
+  const uint16_t* scales;     // fp16 [strips][G][4][8][2]
   const uint32_t* zeros;      // [strips][G][8]
   int64_t k, n, groups, k_padded, n_padded;
   bool identity;
@@ -31,12 +31,25 @@ Q4TileMatrix q4_pack_cuda(const Q4TilePlan& plan, const GptqSource& gptq, void* 
 // Multiprocessors of `device` (cached), for q4_gemv_shape.
 int64_t device_sm_count(int device);
 
-// y fp16 [rows, N] (contiguous) = x fp16 [rows, K] @ W (+ bias fp16 [N]), rows <= 16, fp32
-// accumulation. x may have any strides (act-order x is gathered in the kernel). `workspace`:
-// q4_gemv_shape(...).workspace_bytes, its counters zero (it is left so).
-void q4_gemv_f16_cuda(const Q4TileMatrix& matrix, const uint16_t* x, int64_t rows, int64_t x_row_stride,
-                      int64_t x_col_stride, uint16_t* y, const uint16_t* bias, void* workspace,
-                      size_t workspace_bytes, uintptr_t stream);
+// y [rows, N] (contiguous) = x [rows, K] @ W (+ bias fp32 [N]), rows <= 16, x and y both
+// float16 or both bfloat16 (bfloat16 needs compute capability 8.0), fp32 sums, y rounded once.
+// x may have any strides (act-order x is gathered in the kernel). The workspace buffers hold
+// q4_gemv_shape(...) bytes: `counters` zero (it is left so), `partials` anything.
+struct Q4GemvCall {
+  const void* x;
+  int64_t rows, x_row_stride, x_col_stride;  // strides in elements
+  void* y;
+  const float* bias;  // or null
+  DType dtype;
+  int32_t* counters;
+  size_t counter_bytes;
+  float* partials;
+  size_t partial_bytes;
+};
+void q4_gemv_cuda(const Q4TileMatrix& matrix, const Q4GemvCall& call, uintptr_t stream);
+
+// Whether `device` runs the bfloat16 GEMV (compute capability 8.0 or newer).
+bool gemv_takes_bfloat16(int device);
 
 // out [K, N] (contiguous, original row order) = scale * (q - zero), computed exactly in fp32
 // and rounded once to `dtype` (float32, float16 or bfloat16).

@@ -1,44 +1,100 @@
-// Device helpers shared by the q4 kernels (tile layout: q4_tile_layout.h).
+// Device helpers of the q4 GEMV (tile layout: q4_tile_layout.h): exact unpacking of 4-bit
+// weights to fp16 / bf16 integer pairs, and the tensor-core product of one 16 x 8 x 16 tile.
 #pragma once
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
 
 namespace pntk::cuda {
 
-// (a & b) | c in one instruction. With b = 0x000F000F and c = 0x64006400 it turns nibbles 0
-// and 4 of `a` into the fp16 pair (1024 + q0, 1024 + q4): 0x6400 is 1024, whose fp16 ulp is 1
-// (the dequantization trick of FasterTransformer / ExLlama / Marlin).
+// (a & b) | c in one instruction.
 __device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {
   uint32_t d;
   asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
   return d;
 }
 
-// fp16 pair (1024 + q_lo, 1024 + q_hi) from nibbles `shift/4` and `shift/4 + 4` of `word`.
-__device__ __forceinline__ uint32_t nibble_pair_1024(uint32_t word, int shift) {
-  return lop3_and_or(word >> shift, 0x000F000Fu, 0x64006400u);
+// The pair type of the mma inputs. OFFSET is a power of two whose ulp is 1 in that type
+// (1024 in fp16, 128 in bf16): OR-ing a nibble q into its low mantissa bits gives OFFSET + q
+// exactly, and (OFFSET + q) - (OFFSET + zero) = q - zero exactly (the dequantization trick of
+// FasterTransformer / ExLlama / Marlin, here without the scale, which the GEMV applies to a
+// group's fp32 sums so that no weight is rounded).
+struct Fp16Pair {
+  static constexpr uint32_t OFFSET = 0x6400u;  // 1024.0
+  __device__ static uint32_t subtract(uint32_t a, uint32_t b) {
+    __half2 ha, hb;
+    memcpy(&ha, &a, 4);
+    memcpy(&hb, &b, 4);
+    const __half2 d = __hsub2(ha, hb);
+    uint32_t bits;
+    memcpy(&bits, &d, 4);
+    return bits;
+  }
+  __device__ static uint16_t from_float(float v) { return __half_as_ushort(__float2half_rn(v)); }
+};
+
+struct Bf16Pair {
+  static constexpr uint32_t OFFSET = 0x4300u;  // 128.0
+  __device__ static uint32_t subtract(uint32_t a, uint32_t b) {
+    __nv_bfloat162 ha, hb;
+    memcpy(&ha, &a, 4);
+    memcpy(&hb, &b, 4);
+    const __nv_bfloat162 d = __hsub2(ha, hb);
+    uint32_t bits;
+    memcpy(&bits, &d, 4);
+    return bits;
+  }
+  __device__ static uint16_t from_float(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
+};
+
+// Pair (OFFSET + q_lo, OFFSET + q_hi) from nibbles shift/4 and shift/4 + 4 of `word`.
+template <class Pair>
+__device__ __forceinline__ uint32_t nibble_pair(uint32_t word, int shift) {
+  return lop3_and_or(word >> shift, 0x000F000Fu, Pair::OFFSET * 0x00010001u);
 }
 
-// fp16 pair (1024 + z, 1024 + z) for a zero point z in [0, 15].
-__device__ __forceinline__ uint32_t zero_pair_1024(uint32_t z) { return (0x6400u | z) * 0x00010001u; }
+// Pair (OFFSET + z, OFFSET + z) for a zero point z in [0, 15].
+template <class Pair>
+__device__ __forceinline__ uint32_t zero_pair(uint32_t z) { return (Pair::OFFSET | z) * 0x00010001u; }
 
-__device__ __forceinline__ __half2 as_half2(uint32_t bits) {
-  __half2 h;
-  static_assert(sizeof h == sizeof bits, "half2 is 32 bits");
-  memcpy(&h, &bits, sizeof bits);
-  return h;
+// d = a * b + c over one 16 x 8 x 16 tile, fp32 sums. a: x rows (g, g+8) at k (2t, 2t+1) and
+// (2t+8, 2t+9); b0, b1: W at k (2t, 2t+1), (2t+8, 2t+9) of column g; c, d: rows (g, g+8),
+// columns (2t, 2t+1). sm_75 has no m16n8k16 (two m16n8k8 halves) and no bf16 mma.
+template <class Pair>
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1,
+                                          const float (&c)[4]);
+
+template <>
+__device__ __forceinline__ void mma_16816<Fp16Pair>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1,
+                                                    const float (&c)[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%11,%12,%13};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+#else
+  float half_sum[4];
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%7,%8,%9,%10};\n"
+      : "=f"(half_sum[0]), "=f"(half_sum[1]), "=f"(half_sum[2]), "=f"(half_sum[3])
+      : "r"(a[0]), "r"(a[1]), "r"(b0), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%7,%8,%9,%10};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[2]), "r"(a[3]), "r"(b1), "f"(half_sum[0]), "f"(half_sum[1]), "f"(half_sum[2]), "f"(half_sum[3]));
+#endif
 }
 
-__device__ __forceinline__ uint32_t as_bits(__half2 h) {
-  uint32_t bits;
-  memcpy(&bits, &h, sizeof bits);
-  return bits;
-}
-
-// scale * (q - zero) for two weights, rounded once to fp16: (1024 + q) - (1024 + z) is exact.
-__device__ __forceinline__ uint32_t dequant_pair_f16(uint32_t q_pair_1024, uint32_t zero_pair, uint32_t scale_pair) {
-  return as_bits(__hmul2(__hsub2(as_half2(q_pair_1024), as_half2(zero_pair)), as_half2(scale_pair)));
+template <>
+__device__ __forceinline__ void mma_16816<Bf16Pair>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1,
+                                                    const float (&c)[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%11,%12,%13};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+#else
+  __trap();  // the launcher refuses bfloat16 below compute capability 8.0
+#endif
 }
 
 }  // namespace pntk::cuda

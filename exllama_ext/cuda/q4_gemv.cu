@@ -1,19 +1,22 @@
-// q4 GEMV for up to 16 rows of x: y fp16 [M, N] = x fp16 [M, K] @ W + bias, M <= 16.
+// q4 GEMV for up to 16 rows of x: y [M, N] = x [M, K] @ W + bias, M <= 16, x and y fp16 or
+// bf16 (the same), fp32 sums.
 //
 // W is the tiled matrix of q4_tile_layout.h: rows sorted by group and padded so that each
 // 16-row tile has one group; columns in strips of 64. Every weight is read once (one uint4 per
-// lane per 16 x 64 tile), dequantized in registers to fp16 (exactly scale * (q - zero) rounded
-// once, as q4_dequant_cuda writes it), and multiplied on the tensor cores with
-// mma.m16n8k16 (fp16 x fp16 products are exact, accumulated in fp32):
+// lane per 16 x 64 tile) and unpacked in registers to the exact integers q - zero in x's type
+// (q4_device.cuh), which mma.m16n8k16 multiplies by x on the tensor cores (products exact,
+// sums in fp32):
 //   A (16 x 16) = x rows 0..15 of the tile's 16 k values (rows >= M read as 0),
-//   B (16 x 8)  = one n-tile of W, C (16 x 8) fp32.
+//   B (16 x 8)  = q - zero of one n-tile, C (16 x 8) fp32.
+// A warp sums a group's tiles into `group_sum`, then adds scale * group_sum to `acc` in fp32
+// (the scales are stored in the C layout for this): no weight is ever rounded, so y's error is
+// the fp32 summation plus the one rounding of y.
 // Grid: (strips, splits). A block's 4 warps take consecutive slices of the split's k-tiles and
 // add their C tiles in shared memory; with splits > 1 each block stores its fp32 sums to the
-// workspace and the last block of a strip to finish (a counter per strip) adds the splits in
-// order, adds the bias and writes y. With act-order (or padding, or an odd x stride) the x
-// fragments are gathered through row_src in the kernel (GATHER); otherwise they are read as
-// aligned fp16 pairs.
-#include <cuda_fp16.h>
+// partials buffer and the last block of a strip to finish (a counter per strip) adds the
+// splits in order, adds the bias and writes y. With act-order (or padding, or an odd x stride)
+// the x fragments are gathered through row_src in the kernel (GATHER); otherwise they are read
+// as aligned pairs.
 #include <cuda_runtime.h>
 
 #include "cuda/cuda_check.cuh"
@@ -28,45 +31,30 @@ constexpr int THREADS = 32 * WARPS;
 constexpr int PREFETCH = 4;  // k-tiles whose loads a warp issues before using the first one
 constexpr int STRIP = static_cast<int>(STRIP_N);
 
-// d += a * b over one 16 x 8 x 16 tile: fp16 inputs, fp32 accumulators.
-// a: x rows (g, g+8) at k (2t, 2t+1) and (2t+8, 2t+9); b0, b1: W at k (2t, 2t+1), (2t+8, 2t+9)
-// of column g; d: rows (g, g+8), columns (2t, 2t+1). sm_75 has no m16n8k16: two m16n8k8 halves.
-__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#else
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(b0));
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[2]), "r"(a[3]), "r"(b1));
-#endif
-}
-
 // Weights are read once: stream them past L1.
 __device__ __forceinline__ uint4 load_streaming(const uint4* p) { return __ldcs(p); }
 
+__device__ __forceinline__ float half_bits_to_float(uint32_t bits) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
+}
+
 struct GemvArgs {
   const uint4* qtile;        // [strips][Kp/16][32] uint4
-  const uint4* scales;       // [strips][G][8] uint4 = 8 fp16 scales of n-tiles 0..7
+  const uint4* scales;       // fp16 [strips][G][4][8][2]: two uint4 per (strip, group, t)
   const uint32_t* zeros;     // [strips][G][8]
   const int32_t* tile_group; // [Kp/16]
   const int32_t* row_src;    // [Kp], original row of each padded row (-1: padding)
-  const uint16_t* x;         // fp16 [rows, K], strides in elements
+  const uint16_t* x;         // fp16 / bf16 bits [rows, K], strides in elements
   int64_t x_row_stride, x_col_stride;
-  __half* y;                 // fp16 [rows][n]
-  const __half* bias;        // fp16 [n] or null
-  float* partials;           // fp32 [splits][rows][n_padded] (splits > 1)
-  int* counters;             // int32 [strips], zero between launches
+  uint16_t* y;               // fp16 / bf16 bits [rows][n]
+  const float* bias;         // [n] or null
+  float* partials;           // [splits][rows][n_padded] (splits > 1)
+  int* counters;             // [strips], zero between launches
   int64_t n, n_padded;
   int rows, k_tiles, groups, tiles_per_split, splits;
 };
 
-// fp16 pair (x[row, src.x], x[row, src.y]) of original rows; padding rows (-1) and rows >= M are 0.
+// Pair (x[row, src.x], x[row, src.y]) of original rows; padding rows (-1) and rows >= M are 0.
 __device__ __forceinline__ uint32_t gather_x_pair(const GemvArgs& args, int row, int2 src) {
   if (row >= args.rows) return 0u;
   const uint16_t* x_row = args.x + row * args.x_row_stride;
@@ -103,8 +91,11 @@ __device__ __forceinline__ void load_x_fragment(uint32_t (&a)[4], const GemvArgs
 }
 
 // ROW_BLOCKS: 1 when M <= 8 (C rows g + 8 are never needed), 2 when M <= 16.
-template <int ROW_BLOCKS, bool GATHER>
-__global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_f16_kernel(GemvArgs args) {
+// C entries kept per lane: rows g (and g + 8) x columns 8 nt + 2t, 8 nt + 2t + 1.
+template <class Pair, int ROW_BLOCKS, bool GATHER>
+__global__ void __launch_bounds__(THREADS, ROW_BLOCKS == 1 ? GEMV_BLOCKS_PER_SM : GEMV_BLOCKS_PER_SM - 1)
+    q4_gemv_kernel(GemvArgs args) {
+  constexpr int C = 2 * ROW_BLOCKS;
   __shared__ float sums[WARPS][16][STRIP];   // per-warp C tiles of the strip
   extern __shared__ int split_groups[];      // tile_group of the split's k-tiles
   __shared__ int is_last_block;
@@ -123,14 +114,29 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_f16_kerne
   const int warp_begin = split_begin + warp * per_warp;
   const int warp_end = min(warp_begin + per_warp, split_end);
   const uint4* qtile = args.qtile + static_cast<int64_t>(strip) * args.k_tiles * 32 + lane;
-  const uint4* scales = args.scales + static_cast<int64_t>(strip) * args.groups * 8 + g;
+  const uint4* scales = args.scales + static_cast<int64_t>(strip) * args.groups * 8 + 2 * t;
   const uint32_t* zeros = args.zeros + static_cast<int64_t>(strip) * args.groups * 8 + g;
 
-  float acc[8][4] = {};
-  uint32_t zero_pair[8], scale_pair[8];  // fp16 pairs (1024 + z, 1024 + z) and (s, s) of n-tile nt
+  float acc[8][C] = {};        // sum over finished groups of scale * group_sum
+  float group_sum[8][C] = {};  // sum over the current group's tiles of x * (q - zero)
+  uint32_t zero_pairs[8];      // (OFFSET + z, OFFSET + z) of column 8 nt + g
+  uint4 scale_words[2] = {};   // fp16 scales of columns 8 nt + 2t, 8 nt + 2t + 1 (word nt)
   int current_group = -1;
+  auto add_group = [&]() {
+    const uint32_t words[8] = {scale_words[0].x, scale_words[0].y, scale_words[0].z, scale_words[0].w,
+                               scale_words[1].x, scale_words[1].y, scale_words[1].z, scale_words[1].w};
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      const float scale_lo = half_bits_to_float(words[nt] & 0xFFFFu), scale_hi = half_bits_to_float(words[nt] >> 16);
+#pragma unroll
+      for (int c = 0; c < C; ++c) {
+        acc[nt][c] = fmaf(c % 2 ? scale_hi : scale_lo, group_sum[nt][c], acc[nt][c]);
+        group_sum[nt][c] = 0.0f;
+      }
+    }
+  };
   for (int base = warp_begin; base < warp_end; base += PREFETCH) {
-    uint4 w[PREFETCH], s[PREFETCH];
+    uint4 w[PREFETCH];
     uint32_t z[PREFETCH], a[PREFETCH][4];
     int group[PREFETCH];
 #pragma unroll
@@ -138,7 +144,6 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_f16_kerne
       if (base + u < warp_end) {
         group[u] = split_groups[base + u - split_begin];
         w[u] = load_streaming(qtile + static_cast<int64_t>(base + u) * 32);
-        s[u] = __ldg(scales + group[u] * 8);
         z[u] = __ldg(zeros + group[u] * 8);
         load_x_fragment<ROW_BLOCKS, GATHER>(a[u], args, base + u, g, t);
       }
@@ -147,14 +152,13 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_f16_kerne
     for (int u = 0; u < PREFETCH; ++u) {
       if (base + u >= warp_end) break;
       if (group[u] != current_group) {
+        if (current_group >= 0) add_group();
         current_group = group[u];
-        const uint32_t scale_words[4] = {s[u].x, s[u].y, s[u].z, s[u].w};
+        // Needed only when this group ends: the load's latency hides behind its tiles.
+        scale_words[0] = __ldg(scales + current_group * 8);
+        scale_words[1] = __ldg(scales + current_group * 8 + 1);
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) {
-          // scale of n-tile nt is half nt % 2 of word nt / 2: duplicate it into both halves.
-          scale_pair[nt] = __byte_perm(scale_words[nt / 2], 0, nt % 2 ? 0x3232 : 0x1010);
-          zero_pair[nt] = zero_pair_1024((z[u] >> (4 * nt)) & 15u);
-        }
+        for (int nt = 0; nt < 8; ++nt) zero_pairs[nt] = zero_pair<Pair>((z[u] >> (4 * nt)) & 15u);
       }
       const uint32_t words[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
 #pragma unroll
@@ -162,13 +166,19 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_f16_kerne
 #pragma unroll
         for (int h = 0; h < 2; ++h) {  // n-tile 2j + h: nibble pairs 2h (k 2t, 2t+1) and 2h+1 (k 2t+8, 2t+9)
           const int nt = 2 * j + h;
-          const uint32_t b0 = dequant_pair_f16(nibble_pair_1024(words[j], 8 * h), zero_pair[nt], scale_pair[nt]);
-          const uint32_t b1 = dequant_pair_f16(nibble_pair_1024(words[j], 8 * h + 4), zero_pair[nt], scale_pair[nt]);
-          mma_16816(acc[nt], a[u], b0, b1);
+          const uint32_t b0 = Pair::subtract(nibble_pair<Pair>(words[j], 8 * h), zero_pairs[nt]);
+          const uint32_t b1 = Pair::subtract(nibble_pair<Pair>(words[j], 8 * h + 4), zero_pairs[nt]);
+          const float c[4] = {group_sum[nt][0], group_sum[nt][1], ROW_BLOCKS == 2 ? group_sum[nt][C - 2] : 0.0f,
+                              ROW_BLOCKS == 2 ? group_sum[nt][C - 1] : 0.0f};
+          float d[4];
+          mma_16816<Pair>(d, a[u], b0, b1, c);
+#pragma unroll
+          for (int i = 0; i < C; ++i) group_sum[nt][i] = d[i];
         }
       }
     }
   }
+  if (current_group >= 0) add_group();
 
 #pragma unroll
   for (int nt = 0; nt < 8; ++nt) {
@@ -176,8 +186,8 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_f16_kerne
     sums[warp][g][col] = acc[nt][0];
     sums[warp][g][col + 1] = acc[nt][1];
     if (ROW_BLOCKS == 2) {
-      sums[warp][g + 8][col] = acc[nt][2];
-      sums[warp][g + 8][col + 1] = acc[nt][3];
+      sums[warp][g + 8][col] = acc[nt][C - 2];
+      sums[warp][g + 8][col + 1] = acc[nt][C - 1];
     }
   }
   __syncthreads();
@@ -186,8 +196,8 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_f16_kerne
   auto write_y = [&](int row, int c, float value) {
     const int64_t col = strip_col + c;
     if (col >= args.n) return;
-    if (args.bias) value += __half2float(args.bias[col]);
-    args.y[row * args.n + col] = __float2half_rn(value);
+    if (args.bias) value += args.bias[col];
+    args.y[row * args.n + col] = Pair::from_float(value);
   };
   for (int i = threadIdx.x; i < args.rows * STRIP; i += THREADS) {
     const int row = i / STRIP, c = i % STRIP;
@@ -220,42 +230,61 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_f16_kerne
   if (threadIdx.x == 0) args.counters[strip] = 0;  // ready for the next launch
 }
 
+// The four instantiations of one pair type: rows <= 8 or <= 16, x read directly or gathered.
+template <class Pair>
+void launch_gemv(const GemvArgs& args, bool gather, dim3 grid, size_t shared_bytes, cudaStream_t stream) {
+  if (args.rows <= 8) {
+    if (gather) q4_gemv_kernel<Pair, 1, true><<<grid, THREADS, shared_bytes, stream>>>(args);
+    else q4_gemv_kernel<Pair, 1, false><<<grid, THREADS, shared_bytes, stream>>>(args);
+  } else {
+    if (gather) q4_gemv_kernel<Pair, 2, true><<<grid, THREADS, shared_bytes, stream>>>(args);
+    else q4_gemv_kernel<Pair, 2, false><<<grid, THREADS, shared_bytes, stream>>>(args);
+  }
+  check_launch("q4_gemv_kernel");
+}
+
 }  // namespace
 
-void q4_gemv_f16_cuda(const Q4TileMatrix& matrix, const uint16_t* x, int64_t rows, int64_t x_row_stride,
-                      int64_t x_col_stride, uint16_t* y, const uint16_t* bias, void* workspace,
-                      size_t workspace_bytes, uintptr_t stream) {
-  PNTK_CHECK(rows >= 1 && rows <= MAX_GEMV_ROWS, "x",
-             "must have 1 to " + std::to_string(MAX_GEMV_ROWS) + " rows for the GEMV kernel, got " + std::to_string(rows));
-  PNTK_CHECK(x != nullptr && y != nullptr, "x", "and y must not be null");
-  PNTK_CHECK(workspace != nullptr && reinterpret_cast<uintptr_t>(workspace) % BUFFER_ALIGN == 0, "workspace",
-             "must be a buffer aligned to " + std::to_string(BUFFER_ALIGN) + " bytes");
+void q4_gemv_cuda(const Q4TileMatrix& matrix, const Q4GemvCall& call, uintptr_t stream) {
+  PNTK_CHECK(call.rows >= 1 && call.rows <= MAX_GEMV_ROWS, "x",
+             "must have 1 to " + std::to_string(MAX_GEMV_ROWS) + " rows for the GEMV kernel, got " +
+                 std::to_string(call.rows));
+  PNTK_CHECK(call.dtype == DType::float16 || call.dtype == DType::bfloat16, "x",
+             std::string("must be float16 or bfloat16 for the GEMV kernel, got ") + dtype_name(call.dtype));
+  PNTK_CHECK(call.dtype != DType::bfloat16 || gemv_takes_bfloat16(matrix.device), "x",
+             "bfloat16 needs a GPU of compute capability 8.0 or newer for the GEMV kernel");
+  PNTK_CHECK(call.x != nullptr && call.y != nullptr, "x", "and y must not be null");
   const int64_t k_tiles = matrix.k_padded / TILE_K, strips = matrix.n_padded / STRIP_N;
-  const Q4GemvShape shape = q4_gemv_shape(k_tiles, strips, rows, device_sm_count(matrix.device));
-  PNTK_CHECK(workspace_bytes >= shape.workspace_bytes, "workspace",
-             "needs " + std::to_string(shape.workspace_bytes) + " bytes, got " + std::to_string(workspace_bytes));
+  const Q4GemvShape shape = q4_gemv_shape(k_tiles, strips, call.rows, device_sm_count(matrix.device));
+  PNTK_CHECK(call.counters != nullptr && reinterpret_cast<uintptr_t>(call.counters) % 4 == 0, "counters",
+             "must be a 4-byte aligned buffer");
+  PNTK_CHECK(call.counter_bytes >= shape.counter_bytes, "counters",
+             "needs " + std::to_string(shape.counter_bytes) + " bytes, got " + std::to_string(call.counter_bytes));
+  PNTK_CHECK(shape.partial_bytes == 0 || (call.partials != nullptr && reinterpret_cast<uintptr_t>(call.partials) % 4 == 0),
+             "partials", "must be a 4-byte aligned buffer");
+  PNTK_CHECK(call.partial_bytes >= shape.partial_bytes, "partials",
+             "needs " + std::to_string(shape.partial_bytes) + " bytes, got " + std::to_string(call.partial_bytes));
 
   DeviceGuard guard(matrix.device);
-  char* ws = static_cast<char*>(workspace);
-  // Without act-order or padding, x can be read as aligned fp16 pairs.
-  const bool gather = !(matrix.identity && x_col_stride == 1 && x_row_stride % 2 == 0 &&
-                        reinterpret_cast<uintptr_t>(x) % 4 == 0);
+  // Without act-order or padding, x can be read as aligned pairs.
+  const bool gather = !(matrix.identity && call.x_col_stride == 1 && call.x_row_stride % 2 == 0 &&
+                        reinterpret_cast<uintptr_t>(call.x) % 4 == 0);
   GemvArgs args{};
-  args.x = x;
-  args.x_row_stride = x_row_stride;
-  args.x_col_stride = x_col_stride;
+  args.x = static_cast<const uint16_t*>(call.x);
+  args.x_row_stride = call.x_row_stride;
+  args.x_col_stride = call.x_col_stride;
   args.row_src = matrix.row_src;
   args.qtile = reinterpret_cast<const uint4*>(matrix.qtile);
   args.scales = reinterpret_cast<const uint4*>(matrix.scales);
   args.zeros = matrix.zeros;
   args.tile_group = matrix.tile_group;
-  args.y = reinterpret_cast<__half*>(y);
-  args.bias = reinterpret_cast<const __half*>(bias);
-  args.partials = reinterpret_cast<float*>(ws + shape.partials);
-  args.counters = reinterpret_cast<int*>(ws + shape.counters);
+  args.y = static_cast<uint16_t*>(call.y);
+  args.bias = call.bias;
+  args.partials = call.partials;
+  args.counters = call.counters;
   args.n = matrix.n;
   args.n_padded = matrix.n_padded;
-  args.rows = static_cast<int>(rows);
+  args.rows = static_cast<int>(call.rows);
   args.k_tiles = static_cast<int>(k_tiles);
   args.groups = static_cast<int>(matrix.groups);
   args.tiles_per_split = static_cast<int>(shape.tiles_per_split);
@@ -263,16 +292,11 @@ void q4_gemv_f16_cuda(const Q4TileMatrix& matrix, const uint16_t* x, int64_t row
 
   const dim3 grid(static_cast<unsigned>(strips), static_cast<unsigned>(shape.splits));
   const size_t group_bytes = sizeof(int) * static_cast<size_t>(shape.tiles_per_split);
-  const cudaStream_t s = as_stream(stream);
-  // The four instantiations: rows <= 8 or <= 16, x read directly or gathered.
-  if (rows <= 8) {
-    if (gather) q4_gemv_f16_kernel<1, true><<<grid, THREADS, group_bytes, s>>>(args);
-    else q4_gemv_f16_kernel<1, false><<<grid, THREADS, group_bytes, s>>>(args);
+  if (call.dtype == DType::float16) {
+    launch_gemv<Fp16Pair>(args, gather, grid, group_bytes, as_stream(stream));
   } else {
-    if (gather) q4_gemv_f16_kernel<2, true><<<grid, THREADS, group_bytes, s>>>(args);
-    else q4_gemv_f16_kernel<2, false><<<grid, THREADS, group_bytes, s>>>(args);
+    launch_gemv<Bf16Pair>(args, gather, grid, group_bytes, as_stream(stream));
   }
-  check_launch("q4_gemv_f16_kernel");
 }
 
 }  // namespace pntk::cuda

@@ -8,7 +8,7 @@
 // Output: qtile word (strip, kt, lane, j) holds, at nibble p (0..7),
 //           q[row_src[16*kt + cell.row], 64*strip + cell.col], cell = tile_cell(lane, j, p)
 //           (0 for padded rows and columns);
-//         scales_t[strip][g'][gi][nt] = scale[g', 64*strip + 8*nt + gi]   (0 for padded columns)
+//         scales_t[strip][g'][t][nt][h] = scale[g', 64*strip + 8*nt + 2*t + h]  (0 for padded columns)
 //         zeros_t[strip][g'][gi] nibble nt = zero[g', 64*strip + 8*nt + gi], zero = z ("gptq_v2")
 //           or (z + 1) & 15 ("gptq", AutoGPTQ's reading of v1 checkpoints).
 #include <cuda_runtime.h>
@@ -28,7 +28,7 @@ struct PackArgs {
   GptqSource source;
   const int32_t* row_src;  // [Kp]
   uint32_t* qtile;         // [strips][Kp/16][32][4]
-  uint16_t* scales_t;      // [strips][G][8][8]
+  uint16_t* scales_t;      // [strips][G][4][8][2]
   uint32_t* zeros_t;       // [strips][G][8]
   int64_t groups, k_tiles, strips;
 };
@@ -40,27 +40,35 @@ __global__ void q4_pack_qweight_kernel(PackArgs args) {
   args.qtile[word] = pack_tile_word(args.source, args.row_src, args.k_tiles, word);
 }
 
-// One thread per (strip, group, gi): 8 scales and one word of 8 zeros.
+// One thread per (strip, group, gi): one word of 8 zeros and the scales of the same 8 columns.
 __global__ void q4_pack_scales_kernel(PackArgs args) {
   const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (index >= args.strips * args.groups * 8) return;
-  args.zeros_t[index] = pack_tile_scales(args.source, args.groups, index, args.scales_t + index * 8);
+  args.zeros_t[index] = pack_tile_scales(args.source, args.groups, index, args.scales_t);
 }
 
 }  // namespace
 
-int64_t device_sm_count(int device) {
+namespace {
+
+// An attribute of `device`, asked once (attributes are positive) and cached by device.
+template <cudaDeviceAttr ATTRIBUTE>
+int cached_device_attribute(int device) {
   static std::mutex mutex;
-  static std::vector<int> counts;  // by device, 0 = not asked yet
+  static std::vector<int> values;  // by device, 0 = not asked yet
   std::lock_guard<std::mutex> lock(mutex);
   if (device < 0) throw std::invalid_argument("device: must not be negative");
-  if (counts.size() <= static_cast<size_t>(device)) counts.resize(static_cast<size_t>(device) + 1, 0);
-  int& count = counts[static_cast<size_t>(device)];
-  if (count == 0) {
-    check_cuda(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
-  }
-  return count;
+  if (values.size() <= static_cast<size_t>(device)) values.resize(static_cast<size_t>(device) + 1, 0);
+  int& value = values[static_cast<size_t>(device)];
+  if (value == 0) check_cuda(cudaDeviceGetAttribute(&value, ATTRIBUTE, device), "cudaDeviceGetAttribute");
+  return value;
 }
+
+}  // namespace
+
+int64_t device_sm_count(int device) { return cached_device_attribute<cudaDevAttrMultiProcessorCount>(device); }
+
+bool gemv_takes_bfloat16(int device) { return cached_device_attribute<cudaDevAttrComputeCapabilityMajor>(device) >= 8; }
 
 Q4TileMatrix q4_pack_cuda(const Q4TilePlan& plan, const GptqSource& gptq, void* buffer, int device, uintptr_t stream) {
   PNTK_CHECK(gptq.n == plan.n, "qweight", "does not match the plan's out_features");

@@ -13,13 +13,16 @@
 //   row_src    int32 [Kp]       original row of padded row k' (-1 = padding)
 //   tile_group int32 [Kp/16]    group of each 16-row tile
 //   qtile      u32 [strips][Kp/16][32 lanes][4 words]    one 16 x 64 tile per 512 bytes
-//   scales_t   fp16 [strips][G][8][8]                    [.., g, nt] = scale of column nt*8+g
-//   zeros_t    u32  [strips][G][8]                       [.., g] nibble nt = zero of column nt*8+g
+//   scales_t   fp16 [strips][G][4][8][2]                 [.., t, nt, h] = scale of column 8nt+2t+h
+//   zeros_t    u32  [strips][G][8]                       [.., g] nibble nt = zero of column 8nt+g
 // Lane l = 4*g + t of a warp holds, in word j, the B fragments of mma.m16n8k16 for the
 // n-tiles 2j (column 16j+g) and 2j+1 (column 16j+8+g) of the strip:
 //   nibble 0,4: col 16j+g,   k = 2t, 2t+1      nibble 2,6: col 16j+8+g, k = 2t, 2t+1
 //   nibble 1,5: col 16j+g,   k = 2t+8, 2t+9    nibble 3,7: col 16j+8+g, k = 2t+8, 2t+9
 // so (word >> 4i) & 0x000F000F puts the i-th B register's two k values in the two halves.
+// The zeros are read in that B layout (column 8nt+g); the scales in the C layout of the mma
+// (lane 4g+t holds columns 8nt+2t, 8nt+2t+1 of every n-tile): the GEMV multiplies a group's
+// fp32 sums of x * (q - zero) by the scale, so each weight enters exactly.
 // tile_cell() is this map; pack_tile_word() / pack_tile_scales() fill the layout (run by the
 // pack kernels, and on the host by tests/cpp/test_q4_tile_layout.cpp).
 #pragma once
@@ -100,10 +103,14 @@ PNTK_HOST_DEVICE inline uint32_t pack_tile_word(const GptqSource& source, const 
   return packed;
 }
 
-// Entry `index` of zeros_t ([strips][G][8]), whose 8 scales (scales_t[index * 8 + nt], the
-// columns 8 nt + gi of the strip) go to `scales`: scale 0 and zero 0 for padded columns.
+// Index, within the 64 scales of one (strip, group), of the scale of strip column `col`.
+PNTK_HOST_DEVICE inline int tile_scale_index(int col) { return (col % 8) / 2 * 16 + col / 8 * 2 + col % 2; }
+
+// Entry `index` of zeros_t ([strips][G][8]); the scales of its 8 columns 8 nt + gi (nt = 0..7)
+// go to scales_t at (strip * G + group) * 64 + tile_scale_index(column): scale 0 and zero 0
+// for padded columns.
 PNTK_HOST_DEVICE inline uint32_t pack_tile_scales(const GptqSource& source, int64_t groups, int64_t index,
-                                                  uint16_t* scales) {
+                                                  uint16_t* scales_t) {
   const int gi = static_cast<int>(index % 8);
   const int64_t group = (index / 8) % groups;
   const int64_t strip = index / (8 * groups);
@@ -118,7 +125,7 @@ PNTK_HOST_DEVICE inline uint32_t pack_tile_scales(const GptqSource& source, int6
           (static_cast<uint32_t>(source.qzeros[group * (source.n / 8) + col / 8]) >> (4 * (col % 8))) & 15u;
       zero = source.zeros_v2 ? z : (z + 1) & 15u;
     }
-    scales[nt] = scale;
+    scales_t[(strip * groups + group) * 64 + tile_scale_index(8 * nt + gi)] = scale;
     zeros |= zero << (4 * nt);
   }
   return zeros;
@@ -192,9 +199,10 @@ inline Q4TilePlan make_q4_tile_plan(int64_t k, int64_t n, int64_t groups, const 
 // a contiguous range of k-tiles. K is split so that there are at least 3 blocks per SM (4 are
 // resident at once) and the last round of blocks keeps at least 90% of the SMs busy
 // (blocks / SMs over its ceiling); the splits' fp32 partial sums are added in split order
-// (deterministic).
-//   workspace: counters int32 [strips] (zero between launches; the kernels reset them)
-//              partials fp32 [splits][rows][Np]  (splits > 1)
+// (deterministic). Two workspace buffers, kept apart so that no launch's partial sums can
+// land on another matrix's counters:
+//   counters int32 [strips]               zero between launches (the last block resets them)
+//   partials fp32 [splits][rows][Np]      (splits > 1; no initial value needed)
 constexpr int GEMV_WARPS = 4;
 constexpr int GEMV_BLOCKS_PER_SM = 4;               // also the kernel's __launch_bounds__ occupancy
 constexpr int64_t GEMV_MIN_BLOCKS_PER_SM = 3;
@@ -204,7 +212,7 @@ constexpr int64_t GEMV_MAX_TILES_PER_SPLIT = 4096;  // the split's tile groups l
 
 struct Q4GemvShape {
   int64_t splits = 1, tiles_per_split = 0;
-  size_t counters = 0, partials = 0, workspace_bytes = 0;  // byte offsets, total
+  size_t counter_bytes = 0, partial_bytes = 0;
 };
 
 inline Q4GemvShape q4_gemv_shape(int64_t k_tiles, int64_t strips, int64_t rows, int64_t sm_count) {
@@ -225,12 +233,8 @@ inline Q4GemvShape q4_gemv_shape(int64_t k_tiles, int64_t strips, int64_t rows, 
   shape.tiles_per_split = (k_tiles + shape.splits - 1) / shape.splits;
   if (shape.tiles_per_split > GEMV_MAX_TILES_PER_SPLIT) shape.tiles_per_split = GEMV_MAX_TILES_PER_SPLIT;
   shape.splits = (k_tiles + shape.tiles_per_split - 1) / shape.tiles_per_split;
-  auto aligned = [](size_t bytes) { return static_cast<size_t>(round_up(static_cast<int64_t>(bytes), BUFFER_ALIGN)); };
-  shape.counters = 0;
-  shape.partials = aligned(sizeof(int32_t) * static_cast<size_t>(strips));
-  const size_t partial_bytes =
-      shape.splits > 1 ? sizeof(float) * static_cast<size_t>(shape.splits * rows * strips * STRIP_N) : 0;
-  shape.workspace_bytes = shape.partials + aligned(partial_bytes);
+  shape.counter_bytes = sizeof(int32_t) * static_cast<size_t>(strips);
+  shape.partial_bytes = shape.splits > 1 ? sizeof(float) * static_cast<size_t>(shape.splits * rows * strips * STRIP_N) : 0;
   return shape;
 }
 

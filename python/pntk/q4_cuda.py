@@ -3,8 +3,9 @@
 The compiled core tiles the matrix once, at construction, on the tensors' device; every call
 runs there, on torch's current stream of that device:
 
-* x with at most ``pntk._core.CUDA_MAX_GEMV_ROWS`` (16) rows, fp16: the q4 GEMV kernel
-  (weights read once, tensor cores, fp32 accumulation);
+* x with at most ``pntk._core.CUDA_MAX_GEMV_ROWS`` (16) rows, fp16 (or bf16 on compute
+  capability 8.0+): the q4 GEMV kernel (weights read once, tensor cores, each weight exact,
+  fp32 sums, y rounded once);
 * otherwise: the weights are dequantized to x's dtype and multiplied by torch.matmul (cuBLAS),
   so a prefill runs at dense-GEMM speed.
 """
@@ -20,17 +21,19 @@ from .cuda import current_stream, require_cuda_build
 
 __all__ = ["CudaQ4Backend"]
 
-# GEMV workspaces, one per (device, stream), zero-filled when made (the kernels keep their
-# counters at zero) and shared by every matrix: launches on one stream are ordered.
-_workspaces: dict[tuple[int, int], torch.Tensor] = {}
+# GEMV workspaces, one pair per (device, stream), shared by every matrix (launches on one
+# stream are ordered): int32 split-K counters, zero-filled when made (the kernels leave them
+# at zero), and fp32 partial sums. Apart, so that partial sums never land on counters.
+_counters: dict[tuple[int, int], torch.Tensor] = {}
+_partials: dict[tuple[int, int], torch.Tensor] = {}
 
 
-def _workspace(device: torch.device, stream: int, nbytes: int) -> torch.Tensor:
-    key = (device.index, stream)
-    buffer = _workspaces.get(key)
-    if buffer is None or buffer.numel() < nbytes:
-        buffer = torch.zeros(nbytes, dtype=torch.uint8, device=device)
-        _workspaces[key] = buffer
+def _buffer(buffers: dict, key: tuple[int, int], nbytes: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    buffer = buffers.get(key)
+    elements = max(1, -(-nbytes // 4))
+    if buffer is None or buffer.numel() < elements:
+        buffer = torch.zeros(elements, dtype=dtype, device=device)
+        buffers[key] = buffer
     return buffer
 
 
@@ -71,7 +74,10 @@ class CudaQ4Backend:
         if bias is not None and (bias.device != self.device or bias.shape != (self.out_features,)):
             raise ValueError(f"bias: must be [{self.out_features}] on {self.device}, got {tuple(bias.shape)} on {bias.device}")
         self.bias = bias
-        self._bias_f16 = None if bias is None else bias.detach().to(torch.float16).contiguous()
+        self._bias_f32 = None if bias is None else bias.detach().to(torch.float32).contiguous()
+        self._bias_view = None if bias is None else view(self._bias_f32, "bias")
+        self._gemv_dtypes = (torch.float16, torch.bfloat16) if self._tiles.gemv_takes_bfloat16() else (torch.float16,)
+        self._workspace_bytes = [self._tiles.gemv_workspace(rows) for rows in range(1, _core.CUDA_MAX_GEMV_ROWS + 1)]
 
     def forward(self, x2d: torch.Tensor) -> torch.Tensor:
         """x [M, K] fp16/bf16/fp32 on this device -> [M, N] in x's dtype."""
@@ -84,12 +90,15 @@ class CudaQ4Backend:
         rows = x2d.shape[0]
         if rows == 0:
             return x2d.new_empty(0, self.out_features)
-        if x2d.dtype == torch.float16 and rows <= _core.CUDA_MAX_GEMV_ROWS:
-            stream = current_stream(x2d, "x")
-            y = torch.empty(rows, self.out_features, dtype=torch.float16, device=self.device)
-            workspace = _workspace(self.device, stream, self._tiles.workspace_bytes(rows))
-            bias = None if self._bias_f16 is None else view(self._bias_f16, "bias")
-            self._tiles.gemv(view(x2d, "x"), view(y, "y"), bias, view(workspace, "workspace"), stream)
+        if rows <= _core.CUDA_MAX_GEMV_ROWS and x2d.dtype in self._gemv_dtypes:
+            stream = torch.cuda.current_stream(self.device).cuda_stream
+            y = torch.empty(rows, self.out_features, dtype=x2d.dtype, device=self.device)
+            counter_bytes, partial_bytes = self._workspace_bytes[rows - 1]
+            key = (self.device.index, stream)
+            counters = _buffer(_counters, key, counter_bytes, torch.int32, self.device)
+            partials = _buffer(_partials, key, partial_bytes, torch.float32, self.device)
+            self._tiles.gemv(view(x2d, "x"), view(y, "y"), self._bias_view, view(counters, "counters"),
+                             view(partials, "partials"), stream)
             return y
         y = torch.matmul(x2d, self.dequantize(x2d.dtype))
         if self.bias is not None:
