@@ -11,12 +11,14 @@
 // A warp sums a group's tiles into `group_sum`, then adds scale * group_sum to `acc` in fp32
 // (the scales are stored in the C layout for this): no weight is ever rounded, so y's error is
 // the fp32 summation plus the one rounding of y.
-// Grid: (strips, splits). A block's 4 warps take consecutive slices of the split's k-tiles and
-// add their C tiles in shared memory; with splits > 1 each block stores its fp32 sums to the
-// partials buffer and the last block of a strip to finish (a counter per strip) adds the
-// splits in order, adds the bias and writes y. With act-order (or padding, or an odd x stride)
-// the x fragments are gathered through row_src in the kernel (GATHER); otherwise they are read
-// as aligned pairs.
+// Grid: (strips, splits). A block's 4 warps take consecutive slices of the split's k-tiles.
+// Each warp streams its weights through a ring of STAGES tiles in shared memory (cp.async:
+// STAGES - 1 tiles in flight while it computes one; a lane reads back only its own 16 bytes,
+// so no synchronisation is needed). The block first stages its split's x in shared memory in
+// padded row order (act-order, padding and any x strides resolved there, once), from which the
+// A fragments are read. The warps add their C tiles in shared memory; with splits > 1 each
+// block stores its fp32 sums to the partials buffer and the last block of a strip to finish (a
+// counter per strip) adds the splits in order, adds the bias and writes y.
 #include <cuda_runtime.h>
 
 #include "cuda/cuda_check.cuh"
@@ -28,11 +30,33 @@ namespace {
 
 constexpr int WARPS = GEMV_WARPS;
 constexpr int THREADS = 32 * WARPS;
-constexpr int PREFETCH = 4;  // k-tiles whose loads a warp issues before using the first one
+constexpr int STAGES = 8;  // ring slots per warp: 7 tiles (3.5 KB) in flight per warp
 constexpr int STRIP = static_cast<int>(STRIP_N);
 
-// Weights are read once: stream them past L1.
-__device__ __forceinline__ uint4 load_streaming(const uint4* p) { return __ldcs(p); }
+// 16-byte global -> shared copy that bypasses L1 (weights are read once). sm_75 has no
+// cp.async: there it is an ordinary load and store.
+__device__ __forceinline__ void copy_async_16(uint4* shared, const uint4* global) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(address), "l"(global));
+#else
+  *shared = __ldcs(global);
+#endif
+}
+
+__device__ __forceinline__ void copy_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+// Waits until at most PENDING of this thread's most recent copy groups are in flight.
+template <int PENDING>
+__device__ __forceinline__ void copy_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory");
+#endif
+}
 
 __device__ __forceinline__ float half_bits_to_float(uint32_t bits) {
   return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
@@ -51,72 +75,52 @@ struct GemvArgs {
   float* partials;           // [splits][rows][n_padded] (splits > 1)
   int* counters;             // [strips], zero between launches
   int64_t n, n_padded;
-  int rows, k_tiles, groups, tiles_per_split, splits;
+  int rows, k_tiles, groups, tiles_per_split, splits, x_row_words;
 };
-
-// Pair (x[row, src.x], x[row, src.y]) of original rows; padding rows (-1) and rows >= M are 0.
-__device__ __forceinline__ uint32_t gather_x_pair(const GemvArgs& args, int row, int2 src) {
-  if (row >= args.rows) return 0u;
-  const uint16_t* x_row = args.x + row * args.x_row_stride;
-  const uint32_t lo = src.x < 0 ? 0u : __ldg(x_row + src.x * args.x_col_stride);
-  const uint32_t hi = src.y < 0 ? 0u : __ldg(x_row + src.y * args.x_col_stride);
-  return lo | (hi << 16);
-}
-
-// A fragment of one k-tile: x rows g and g+8 (when ROW_BLOCKS == 2) at padded rows
-// k = 16 kt + (2t, 2t+1) and + 8. GATHER: through row_src; else x is unpermuted with
-// unit column stride, an even row stride and a 4-byte aligned start (rows >= M are 0).
-template <int ROW_BLOCKS, bool GATHER>
-__device__ __forceinline__ void load_x_fragment(uint32_t (&a)[4], const GemvArgs& args, int kt, int g, int t) {
-  const int64_t k = static_cast<int64_t>(kt) * TILE_K + 2 * t;
-  if (GATHER) {
-    const int2 src_lo = __ldg(reinterpret_cast<const int2*>(args.row_src + k));      // k, k+1
-    const int2 src_hi = __ldg(reinterpret_cast<const int2*>(args.row_src + k + 8));  // k+8, k+9
-    a[0] = gather_x_pair(args, g, src_lo);
-    a[2] = gather_x_pair(args, g, src_hi);
-    a[1] = ROW_BLOCKS == 2 ? gather_x_pair(args, g + 8, src_lo) : 0u;
-    a[3] = ROW_BLOCKS == 2 ? gather_x_pair(args, g + 8, src_hi) : 0u;
-    return;
-  }
-  const uint32_t* row = reinterpret_cast<const uint32_t*>(args.x + g * args.x_row_stride + k);
-  a[0] = g < args.rows ? __ldg(row) : 0u;
-  a[2] = g < args.rows ? __ldg(row + 4) : 0u;
-  if (ROW_BLOCKS == 2 && g + 8 < args.rows) {
-    const uint32_t* row8 = reinterpret_cast<const uint32_t*>(args.x + (g + 8) * args.x_row_stride + k);
-    a[1] = __ldg(row8);
-    a[3] = __ldg(row8 + 4);
-  } else {
-    a[1] = a[3] = 0u;
-  }
-}
 
 // ROW_BLOCKS: 1 when M <= 8 (C rows g + 8 are never needed), 2 when M <= 16.
 // C entries kept per lane: rows g (and g + 8) x columns 8 nt + 2t, 8 nt + 2t + 1.
-template <class Pair, int ROW_BLOCKS, bool GATHER>
-__global__ void __launch_bounds__(THREADS, ROW_BLOCKS == 1 ? GEMV_BLOCKS_PER_SM : GEMV_BLOCKS_PER_SM - 1)
-    q4_gemv_kernel(GemvArgs args) {
+// Shared memory: static, the weight rings (later the warps' C tiles, same bytes); dynamic,
+// the split's tile groups [tiles_per_split] then x [rows][x_row_words] (gemv_shared_bytes).
+template <class Pair, int ROW_BLOCKS>
+__global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_kernel(GemvArgs args) {
   constexpr int C = 2 * ROW_BLOCKS;
-  __shared__ float sums[WARPS][16][STRIP];   // per-warp C tiles of the strip
-  extern __shared__ int split_groups[];      // tile_group of the split's k-tiles
+  static_assert(STAGES * 32 * sizeof(uint4) == 16 * STRIP * sizeof(float), "a warp's ring is its C tile");
+  __shared__ __align__(16) unsigned char ring_bytes[WARPS * STAGES * 32 * sizeof(uint4)];
+  extern __shared__ int split_groups[];
   __shared__ int is_last_block;
+  auto ring = reinterpret_cast<uint4 (*)[STAGES][32]>(ring_bytes);
+  auto sums = reinterpret_cast<float (*)[16][STRIP]>(ring_bytes);
 
   const int strip = blockIdx.x, split = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const int split_begin = split * args.tiles_per_split;
-  const int split_end = min(split_begin + args.tiles_per_split, args.k_tiles);
-  for (int i = threadIdx.x; i < split_end - split_begin; i += THREADS) {
-    split_groups[i] = args.tile_group[split_begin + i];
+  const int split_tiles = min(args.tiles_per_split, args.k_tiles - split_begin);
+  const int per_warp = (split_tiles + WARPS - 1) / WARPS;
+  const int warp_first = warp * per_warp;  // within the split
+  const int warp_tiles = max(0, min(per_warp, split_tiles - warp_first));
+  const uint4* qtile = args.qtile + (static_cast<int64_t>(strip) * args.k_tiles + split_begin + warp_first) * 32 + lane;
+
+  // Start the weight stream, then stage the tile groups and x while it is in flight.
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < warp_tiles) copy_async_16(&ring[warp][s][lane], qtile + s * 32);
+    copy_async_commit();
+  }
+  uint32_t* x_words = reinterpret_cast<uint32_t*>(split_groups + args.tiles_per_split);
+  uint16_t* x_halves = reinterpret_cast<uint16_t*>(x_words);
+  for (int i = threadIdx.x; i < split_tiles; i += THREADS) split_groups[i] = args.tile_group[split_begin + i];
+  for (int kk = threadIdx.x; kk < split_tiles * static_cast<int>(TILE_K); kk += THREADS) {
+    const int src = args.row_src[split_begin * TILE_K + kk];
+    for (int r = 0; r < args.rows; ++r) {
+      x_halves[2 * r * args.x_row_words + kk] = src < 0 ? 0 : args.x[r * args.x_row_stride + src * args.x_col_stride];
+    }
   }
   __syncthreads();
 
-  const int per_warp = (split_end - split_begin + WARPS - 1) / WARPS;
-  const int warp_begin = split_begin + warp * per_warp;
-  const int warp_end = min(warp_begin + per_warp, split_end);
-  const uint4* qtile = args.qtile + static_cast<int64_t>(strip) * args.k_tiles * 32 + lane;
   const uint4* scales = args.scales + static_cast<int64_t>(strip) * args.groups * 8 + 2 * t;
   const uint32_t* zeros = args.zeros + static_cast<int64_t>(strip) * args.groups * 8 + g;
-
   float acc[8][C] = {};        // sum over finished groups of scale * group_sum
   float group_sum[8][C] = {};  // sum over the current group's tiles of x * (q - zero)
   uint32_t zero_pairs[8];      // (OFFSET + z, OFFSET + z) of column 8 nt + g
@@ -135,50 +139,63 @@ __global__ void __launch_bounds__(THREADS, ROW_BLOCKS == 1 ? GEMV_BLOCKS_PER_SM 
       }
     }
   };
-  for (int base = warp_begin; base < warp_end; base += PREFETCH) {
-    uint4 w[PREFETCH];
-    uint32_t z[PREFETCH], a[PREFETCH][4];
-    int group[PREFETCH];
+  // Zero words two tiles ahead (they change with the group, and most reads hit L1).
+  const int* groups = split_groups + warp_first;
+  uint32_t zero_word = warp_tiles > 0 ? __ldg(zeros + groups[0] * 8) : 0u;
+  uint32_t zero_word_next = warp_tiles > 1 ? __ldg(zeros + groups[1] * 8) : 0u;
+  const uint32_t* x_row_g = x_words + g * args.x_row_words;
+  const uint32_t* x_row_g8 = x_words + (g + 8) * args.x_row_words;
+  for (int i = 0; i < warp_tiles; ++i) {
+    copy_async_wait<STAGES - 2>();  // tile i has landed
+    const uint4 w = ring[warp][i % STAGES][lane];
+    const int refill = i + STAGES - 1;  // into the slot read in the previous iteration
+    if (refill < warp_tiles) copy_async_16(&ring[warp][refill % STAGES][lane], qtile + refill * 32);
+    copy_async_commit();
+
+    const int group = groups[i];
+    const uint32_t z = zero_word;
+    zero_word = zero_word_next;
+    if (i + 2 < warp_tiles) zero_word_next = __ldg(zeros + groups[i + 2] * 8);
+    if (group != current_group) {
+      if (current_group >= 0) add_group();
+      current_group = group;
+      // Needed only when this group ends: the load's latency hides behind its tiles.
+      scale_words[0] = __ldg(scales + current_group * 8);
+      scale_words[1] = __ldg(scales + current_group * 8 + 1);
 #pragma unroll
-    for (int u = 0; u < PREFETCH; ++u) {
-      if (base + u < warp_end) {
-        group[u] = split_groups[base + u - split_begin];
-        w[u] = load_streaming(qtile + static_cast<int64_t>(base + u) * 32);
-        z[u] = __ldg(zeros + group[u] * 8);
-        load_x_fragment<ROW_BLOCKS, GATHER>(a[u], args, base + u, g, t);
-      }
+      for (int nt = 0; nt < 8; ++nt) zero_pairs[nt] = zero_pair<Pair>((z >> (4 * nt)) & 15u);
     }
+    // A fragment: x rows g (and g + 8) at k = 16 kt + (2t, 2t+1) and + 8 (rows >= M are 0).
+    const int word = (warp_first + i) * static_cast<int>(TILE_K / 2) + t;
+    uint32_t a[4] = {0u, 0u, 0u, 0u};
+    if (g < args.rows) {
+      a[0] = x_row_g[word];
+      a[2] = x_row_g[word + 4];
+    }
+    if (ROW_BLOCKS == 2 && g + 8 < args.rows) {
+      a[1] = x_row_g8[word];
+      a[3] = x_row_g8[word + 4];
+    }
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
-    for (int u = 0; u < PREFETCH; ++u) {
-      if (base + u >= warp_end) break;
-      if (group[u] != current_group) {
-        if (current_group >= 0) add_group();
-        current_group = group[u];
-        // Needed only when this group ends: the load's latency hides behind its tiles.
-        scale_words[0] = __ldg(scales + current_group * 8);
-        scale_words[1] = __ldg(scales + current_group * 8 + 1);
+    for (int j = 0; j < 4; ++j) {
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) zero_pairs[nt] = zero_pair<Pair>((z[u] >> (4 * nt)) & 15u);
-      }
-      const uint32_t words[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
+      for (int h = 0; h < 2; ++h) {  // n-tile 2j + h: nibble pairs 2h (k 2t, 2t+1) and 2h+1 (k 2t+8, 2t+9)
+        const int nt = 2 * j + h;
+        const uint32_t b0 = Pair::subtract(nibble_pair<Pair>(words[j], 8 * h), zero_pairs[nt]);
+        const uint32_t b1 = Pair::subtract(nibble_pair<Pair>(words[j], 8 * h + 4), zero_pairs[nt]);
+        const float c[4] = {group_sum[nt][0], group_sum[nt][1], ROW_BLOCKS == 2 ? group_sum[nt][C - 2] : 0.0f,
+                            ROW_BLOCKS == 2 ? group_sum[nt][C - 1] : 0.0f};
+        float d[4];
+        mma_16816<Pair>(d, a, b0, b1, c);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {  // n-tile 2j + h: nibble pairs 2h (k 2t, 2t+1) and 2h+1 (k 2t+8, 2t+9)
-          const int nt = 2 * j + h;
-          const uint32_t b0 = Pair::subtract(nibble_pair<Pair>(words[j], 8 * h), zero_pairs[nt]);
-          const uint32_t b1 = Pair::subtract(nibble_pair<Pair>(words[j], 8 * h + 4), zero_pairs[nt]);
-          const float c[4] = {group_sum[nt][0], group_sum[nt][1], ROW_BLOCKS == 2 ? group_sum[nt][C - 2] : 0.0f,
-                              ROW_BLOCKS == 2 ? group_sum[nt][C - 1] : 0.0f};
-          float d[4];
-          mma_16816<Pair>(d, a[u], b0, b1, c);
-#pragma unroll
-          for (int i = 0; i < C; ++i) group_sum[nt][i] = d[i];
-        }
+        for (int r = 0; r < C; ++r) group_sum[nt][r] = d[r];
       }
     }
   }
   if (current_group >= 0) add_group();
+  copy_async_wait<0>();
+  __syncthreads();  // every ring is drained: its bytes become the C tiles
 
 #pragma unroll
   for (int nt = 0; nt < 8; ++nt) {
@@ -230,15 +247,13 @@ __global__ void __launch_bounds__(THREADS, ROW_BLOCKS == 1 ? GEMV_BLOCKS_PER_SM 
   if (threadIdx.x == 0) args.counters[strip] = 0;  // ready for the next launch
 }
 
-// The four instantiations of one pair type: rows <= 8 or <= 16, x read directly or gathered.
+// The two instantiations of one pair type: rows <= 8 or <= 16.
 template <class Pair>
-void launch_gemv(const GemvArgs& args, bool gather, dim3 grid, size_t shared_bytes, cudaStream_t stream) {
+void launch_gemv(const GemvArgs& args, dim3 grid, size_t shared_bytes, cudaStream_t stream) {
   if (args.rows <= 8) {
-    if (gather) q4_gemv_kernel<Pair, 1, true><<<grid, THREADS, shared_bytes, stream>>>(args);
-    else q4_gemv_kernel<Pair, 1, false><<<grid, THREADS, shared_bytes, stream>>>(args);
+    q4_gemv_kernel<Pair, 1><<<grid, THREADS, shared_bytes, stream>>>(args);
   } else {
-    if (gather) q4_gemv_kernel<Pair, 2, true><<<grid, THREADS, shared_bytes, stream>>>(args);
-    else q4_gemv_kernel<Pair, 2, false><<<grid, THREADS, shared_bytes, stream>>>(args);
+    q4_gemv_kernel<Pair, 2><<<grid, THREADS, shared_bytes, stream>>>(args);
   }
   check_launch("q4_gemv_kernel");
 }
@@ -266,9 +281,6 @@ void q4_gemv_cuda(const Q4TileMatrix& matrix, const Q4GemvCall& call, uintptr_t 
              "needs " + std::to_string(shape.partial_bytes) + " bytes, got " + std::to_string(call.partial_bytes));
 
   DeviceGuard guard(matrix.device);
-  // Without act-order or padding, x can be read as aligned pairs.
-  const bool gather = !(matrix.identity && call.x_col_stride == 1 && call.x_row_stride % 2 == 0 &&
-                        reinterpret_cast<uintptr_t>(call.x) % 4 == 0);
   GemvArgs args{};
   args.x = static_cast<const uint16_t*>(call.x);
   args.x_row_stride = call.x_row_stride;
@@ -289,13 +301,13 @@ void q4_gemv_cuda(const Q4TileMatrix& matrix, const Q4GemvCall& call, uintptr_t 
   args.groups = static_cast<int>(matrix.groups);
   args.tiles_per_split = static_cast<int>(shape.tiles_per_split);
   args.splits = static_cast<int>(shape.splits);
+  args.x_row_words = static_cast<int>(gemv_x_row_words(shape.tiles_per_split));
 
   const dim3 grid(static_cast<unsigned>(strips), static_cast<unsigned>(shape.splits));
-  const size_t group_bytes = sizeof(int) * static_cast<size_t>(shape.tiles_per_split);
   if (call.dtype == DType::float16) {
-    launch_gemv<Fp16Pair>(args, gather, grid, group_bytes, as_stream(stream));
+    launch_gemv<Fp16Pair>(args, grid, shape.shared_bytes, as_stream(stream));
   } else {
-    launch_gemv<Bf16Pair>(args, gather, grid, group_bytes, as_stream(stream));
+    launch_gemv<Bf16Pair>(args, grid, shape.shared_bytes, as_stream(stream));
   }
 }
 

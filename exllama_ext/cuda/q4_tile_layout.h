@@ -208,11 +208,24 @@ constexpr int GEMV_BLOCKS_PER_SM = 4;               // also the kernel's __launc
 constexpr int64_t GEMV_MIN_BLOCKS_PER_SM = 3;
 constexpr int64_t GEMV_MAX_SPLITS = 64;
 constexpr int64_t GEMV_MIN_TILES_PER_SPLIT = 16;    // 4 k-tiles per warp at least
-constexpr int64_t GEMV_MAX_TILES_PER_SPLIT = 4096;  // the split's tile groups live in 16 KB of smem
+// A block stages its split's x (rows x 16 k per tile, 2 bytes each) in shared memory: at most
+// GEMV_X_STAGE_HALVES per block, so a split holds at most 1024 / rows k-tiles.
+constexpr int64_t GEMV_X_STAGE_HALVES = 16384;
+
+inline int64_t gemv_max_tiles_per_split(int64_t rows) { return GEMV_X_STAGE_HALVES / TILE_K / rows; }
+
+// Words (uint32 = 2 halves) per staged x row: the split's k values, padded to 4 mod 32 words so
+// that the 32 lanes' fragment reads (row g, word 8 kt + t) fall in distinct banks.
+inline int64_t gemv_x_row_words(int64_t tiles_per_split) { return round_up(tiles_per_split * TILE_K / 2, 32) + 4; }
+
+// Dynamic shared memory of one block: the split's tile groups (int32), then the staged x.
+inline size_t gemv_shared_bytes(int64_t tiles_per_split, int64_t rows) {
+  return sizeof(int32_t) * static_cast<size_t>(tiles_per_split + rows * gemv_x_row_words(tiles_per_split));
+}
 
 struct Q4GemvShape {
   int64_t splits = 1, tiles_per_split = 0;
-  size_t counter_bytes = 0, partial_bytes = 0;
+  size_t counter_bytes = 0, partial_bytes = 0, shared_bytes = 0;
 };
 
 inline Q4GemvShape q4_gemv_shape(int64_t k_tiles, int64_t strips, int64_t rows, int64_t sm_count) {
@@ -231,8 +244,9 @@ inline Q4GemvShape q4_gemv_shape(int64_t k_tiles, int64_t strips, int64_t rows, 
     }
   }
   shape.tiles_per_split = (k_tiles + shape.splits - 1) / shape.splits;
-  if (shape.tiles_per_split > GEMV_MAX_TILES_PER_SPLIT) shape.tiles_per_split = GEMV_MAX_TILES_PER_SPLIT;
+  if (shape.tiles_per_split > gemv_max_tiles_per_split(rows)) shape.tiles_per_split = gemv_max_tiles_per_split(rows);
   shape.splits = (k_tiles + shape.tiles_per_split - 1) / shape.tiles_per_split;
+  shape.shared_bytes = gemv_shared_bytes(shape.tiles_per_split, rows);
   shape.counter_bytes = sizeof(int32_t) * static_cast<size_t>(strips);
   shape.partial_bytes = shape.splits > 1 ? sizeof(float) * static_cast<size_t>(shape.splits * rows * strips * STRIP_N) : 0;
   return shape;
