@@ -20,9 +20,10 @@ for case in $cases; do
   timeout 150 "$ncu" --kernel-name regex:q4_gemv --launch-skip 40 --launch-count 1 \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
     --section SchedulerStats --section Occupancy --section LaunchStats \
+    --metrics smsp__inst_executed.sum,dram__bytes_read.sum \
     "$python" scripts/bench_q4_gpu.py --quick --shape "$shape" --group "$group" --rows "$rows" >"$report" 2>&1
   echo "== $shape group $group M=$rows (exit $?) =="
-  grep -E "q4_gemv_kernel|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Registers Per|Achieved Occupancy|Issued Warp Per|No Eligible|Warp Cycles Per Issued|Grid Size|Waves Per SM" \
+  grep -E "q4_gemv_kernel|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Registers Per|Achieved Occupancy|Issued Warp Per|No Eligible|Warp Cycles Per Issued|Grid Size|Waves Per SM|inst_executed|dram__bytes" \
     "$report" | sed 's/  */ /g' | head -20
   grep -E "^ *(OPT|WRN) " "$report" | head -4 | cut -c1-200
 done

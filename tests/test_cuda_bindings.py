@@ -143,15 +143,15 @@ def test_cuda_errors_become_exceptions_with_their_text():
         (dict(bias=fake((64,), torch.float32)), r"^bias: must have shape \[128\], got \[64\]$"),
         (dict(bias=fake((128,), torch.float16)), r"^bias: must be float32, got float16$"),
         (dict(counters=fake((64,), torch.float32)), r"^counters: must be int32, got float32$"),
-        (dict(partials=fake((64,), torch.int32)), r"^partials: must be float32, got int32$"),
-        (dict(partials=fake((64,), torch.float32, index=2)), r"^partials: must be on cuda:0, got cuda:2$"),
+        (dict(scratch=fake((64,), torch.int32)), r"^scratch: must be uint8, got int32$"),
+        (dict(scratch=fake((64,), torch.uint8, index=2)), r"^scratch: must be on cuda:0, got cuda:2$"),
         ({}, r"^storage: pack\(\) must be called first$"),
     ],
 )
 def test_gemv_arguments_are_checked(change, message):
     tiles = _core.Q4CudaTiles(**gptq_views(), g_idx_host=None, checkpoint_format="gptq")
     arguments = dict(x=fake((2, 256), torch.float16), y=fake((2, 128), torch.float16), bias=None,
-                     counters=fake((64,), torch.int32), partials=fake((4096,), torch.float32), stream=0)
+                     counters=fake((64,), torch.int32), scratch=fake((4096,), torch.uint8), stream=0)
     arguments.update(change)
     with pytest.raises(ValueError, match=message):
         tiles.gemv(**arguments)

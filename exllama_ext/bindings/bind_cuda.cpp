@@ -114,7 +114,7 @@ class Q4CudaTiles {
   }
 
   void gemv(const TensorView& x, const TensorView& y, const std::optional<TensorView>& bias,
-            const TensorView& counters, const TensorView& partials, uintptr_t stream) const {
+            const TensorView& counters, const TensorView& scratch, uintptr_t stream) const {
     check_on_device(x, device_, "x");
     PNTK_CHECK(x.dtype == DType::float16 || x.dtype == DType::bfloat16, "x",
                std::string("must be float16 or bfloat16 for the GEMV kernel, got ") + pntk::dtype_name(x.dtype));
@@ -137,9 +137,9 @@ class Q4CudaTiles {
     check_on_device(counters, device_, "counters");
     pntk::check_dtype(counters, DType::int32, "counters");
     pntk::check_contiguous(counters, "counters");
-    check_on_device(partials, device_, "partials");
-    pntk::check_dtype(partials, DType::float32, "partials");
-    pntk::check_contiguous(partials, "partials");
+    check_on_device(scratch, device_, "scratch");
+    pntk::check_dtype(scratch, DType::uint8, "scratch");
+    pntk::check_contiguous(scratch, "scratch");
     check_packed();
     const pntk::cuda::Q4GemvCall call{x.data,
                                       rows,
@@ -150,8 +150,8 @@ class Q4CudaTiles {
                                       x.dtype,
                                       counters.ptr<int32_t>(),
                                       sizeof(int32_t) * static_cast<size_t>(counters.numel()),
-                                      partials.ptr<float>(),
-                                      sizeof(float) * static_cast<size_t>(partials.numel())};
+                                      scratch.data,
+                                      static_cast<size_t>(scratch.numel())};
     pntk::cuda::q4_gemv_cuda(matrix_, call, stream);
   }
 
@@ -270,12 +270,12 @@ PNTK_BINDINGS(bind_cuda) {
            "Tile the constructor's tensors (still alive) into storage, uint8 [device_bytes] on their device.")
       .def("gemv_workspace", [](const Q4CudaTiles& t, int64_t rows) {
              const pntk::cuda::Q4GemvShape shape = t.gemv_shape(rows);
-             return py::make_tuple(shape.counter_bytes, shape.partial_bytes);
+             return py::make_tuple(shape.counter_bytes, shape.scratch_bytes);
            }, py::arg("rows"),
-           "(counter bytes, partial bytes) the GEMV needs for `rows` rows of x: an int32 counters buffer, zero "
-           "when first used (the kernels leave it so), and a float32 partial-sums buffer (any contents).")
+           "(counter bytes, scratch bytes) the GEMV needs for `rows` rows of x: an int32 counters buffer, zero "
+           "when first used (the kernels leave it so), and a uint8 scratch buffer (any contents).")
       .def("gemv", &Q4CudaTiles::gemv, py::arg("x"), py::arg("y"), py::arg("bias"), py::arg("counters"),
-           py::arg("partials"), py::arg("stream"),
+           py::arg("scratch"), py::arg("stream"),
            "y [M, N] = x [M, K] @ W (+ bias float32 [N]), x and y both float16 or both bfloat16 (compute "
            "capability 8.0+), M <= CUDA_MAX_GEMV_ROWS.")
       .def("gemv_takes_bfloat16", [](const Q4CudaTiles& t) { return pntk::cuda::gemv_takes_bfloat16(t.device()); },

@@ -33,8 +33,8 @@ int64_t device_sm_count(int device);
 
 // y [rows, N] (contiguous) = x [rows, K] @ W (+ bias fp32 [N]), rows <= 16, x and y both
 // float16 or both bfloat16 (bfloat16 needs compute capability 8.0), fp32 sums, y rounded once.
-// x may have any strides (act-order x is gathered in the kernel). The workspace buffers hold
-// q4_gemv_shape(...) bytes: `counters` zero (it is left so), `partials` anything.
+// x may have any strides. The workspace buffers hold q4_gemv_shape(...) bytes: `counters`
+// zero (it is left so), `scratch` anything (partial sums, x in padded row order).
 struct Q4GemvCall {
   const void* x;
   int64_t rows, x_row_stride, x_col_stride;  // strides in elements
@@ -43,8 +43,8 @@ struct Q4GemvCall {
   DType dtype;
   int32_t* counters;
   size_t counter_bytes;
-  float* partials;
-  size_t partial_bytes;
+  void* scratch;
+  size_t scratch_bytes;
 };
 void q4_gemv_cuda(const Q4TileMatrix& matrix, const Q4GemvCall& call, uintptr_t stream);
 

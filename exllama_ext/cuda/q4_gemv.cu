@@ -15,8 +15,10 @@
 // Each warp streams its weights through a ring of STAGES tiles in shared memory (cp.async:
 // STAGES - 1 tiles in flight while it computes one; a lane reads back only its own 16 bytes,
 // so no synchronisation is needed). The block first stages its split's x in shared memory in
-// padded row order (act-order, padding and any x strides resolved there, once), from which the
-// A fragments are read. The warps add their C tiles in shared memory; with splits > 1 each
+// padded row order, from which the A fragments are read: copied in 16-byte pieces from x
+// itself (no act-order, aligned contiguous rows) or from a copy in padded row order that
+// q4_permute_x_kernel writes first; with at most GEMV_MAX_GATHER_ROWS rows the block gathers
+// its few values through row_src itself (one kernel launch less). The warps add their C tiles in shared memory; with splits > 1 each
 // block stores its fp32 sums to the partials buffer and the last block of a strip to finish (a
 // counter per strip) adds the splits in order, adds the bias and writes y.
 #include <cuda_runtime.h>
@@ -70,6 +72,8 @@ struct GemvArgs {
   const int32_t* row_src;    // [Kp], original row of each padded row (-1: padding)
   const uint16_t* x;         // fp16 / bf16 bits [rows, K], strides in elements
   int64_t x_row_stride, x_col_stride;
+  const uint4* x_padded;     // or x in padded row order [rows][x_padded_stride], 16-byte aligned rows
+  int64_t x_padded_stride;   // in elements, a multiple of 8
   uint16_t* y;               // fp16 / bf16 bits [rows][n]
   const float* bias;         // [n] or null
   float* partials;           // [splits][rows][n_padded] (splits > 1)
@@ -78,16 +82,78 @@ struct GemvArgs {
   int rows, k_tiles, groups, tiles_per_split, splits, x_row_words;
 };
 
+// Loads a thread issues before it stores any (independent loads overlap their latency).
+constexpr int STAGE_BATCH = 8;
+
+// x of the split's k-tiles into shared memory [rows][x_row_words] in padded row order.
+__device__ __forceinline__ void stage_x(const GemvArgs& args, uint32_t* x_words, int split_begin, int split_tiles) {
+  const int64_t first_k = static_cast<int64_t>(split_begin) * TILE_K;
+  if (args.x_padded) {  // 16-byte pieces: 2 per tile and row
+    const int pieces_per_row = 2 * split_tiles;
+    for (int base = threadIdx.x; base < args.rows * pieces_per_row; base += THREADS * STAGE_BATCH) {
+      uint4 piece[STAGE_BATCH];
+#pragma unroll
+      for (int u = 0; u < STAGE_BATCH; ++u) {
+        const int i = base + u * THREADS, r = i / pieces_per_row, p = i % pieces_per_row;
+        if (i < args.rows * pieces_per_row) piece[u] = __ldg(args.x_padded + (r * args.x_padded_stride + first_k) / 8 + p);
+      }
+#pragma unroll
+      for (int u = 0; u < STAGE_BATCH; ++u) {
+        const int i = base + u * THREADS, r = i / pieces_per_row, p = i % pieces_per_row;
+        if (i < args.rows * pieces_per_row) reinterpret_cast<uint4*>(x_words + r * args.x_row_words)[p] = piece[u];
+      }
+    }
+    return;
+  }
+  uint16_t* x_halves = reinterpret_cast<uint16_t*>(x_words);  // gathered through row_src, rows <= 2
+  const int split_k = split_tiles * static_cast<int>(TILE_K);
+  for (int base = threadIdx.x; base < split_k; base += THREADS * STAGE_BATCH) {
+    int src[STAGE_BATCH];
+    uint16_t value[STAGE_BATCH][GEMV_MAX_GATHER_ROWS];
+#pragma unroll
+    for (int u = 0; u < STAGE_BATCH; ++u) {
+      const int kk = base + u * THREADS;
+      src[u] = kk < split_k ? __ldg(args.row_src + first_k + kk) : -1;
+    }
+#pragma unroll
+    for (int u = 0; u < STAGE_BATCH; ++u) {
+#pragma unroll
+      for (int r = 0; r < GEMV_MAX_GATHER_ROWS; ++r) {
+        value[u][r] = src[u] >= 0 && r < args.rows ? __ldg(args.x + r * args.x_row_stride + src[u] * args.x_col_stride) : 0;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < STAGE_BATCH; ++u) {
+      const int kk = base + u * THREADS;
+      if (kk >= split_k) continue;
+#pragma unroll
+      for (int r = 0; r < GEMV_MAX_GATHER_ROWS; ++r) {
+        if (r < args.rows) x_halves[2 * r * args.x_row_words + kk] = value[u][r];
+      }
+    }
+  }
+}
+
+// x [rows, K] (any strides) -> x_padded [rows][Kp] in padded row order (0 for padding rows).
+__global__ void q4_permute_x_kernel(const uint16_t* x, int64_t x_row_stride, int64_t x_col_stride,
+                                    const int32_t* row_src, int64_t k_padded, int64_t rows, uint16_t* x_padded) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= rows * k_padded) return;
+  const int64_t r = i / k_padded;
+  const int32_t src = row_src[i % k_padded];
+  x_padded[i] = src < 0 ? 0 : x[r * x_row_stride + src * x_col_stride];
+}
+
 // ROW_BLOCKS: 1 when M <= 8 (C rows g + 8 are never needed), 2 when M <= 16.
 // C entries kept per lane: rows g (and g + 8) x columns 8 nt + 2t, 8 nt + 2t + 1.
 // Shared memory: static, the weight rings (later the warps' C tiles, same bytes); dynamic,
-// the split's tile groups [tiles_per_split] then x [rows][x_row_words] (gemv_shared_bytes).
+// x [rows][x_row_words] then the split's tile groups [tiles_per_split] (gemv_shared_bytes).
 template <class Pair, int ROW_BLOCKS>
 __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_kernel(GemvArgs args) {
   constexpr int C = 2 * ROW_BLOCKS;
   static_assert(STAGES * 32 * sizeof(uint4) == 16 * STRIP * sizeof(float), "a warp's ring is its C tile");
   __shared__ __align__(16) unsigned char ring_bytes[WARPS * STAGES * 32 * sizeof(uint4)];
-  extern __shared__ int split_groups[];
+  extern __shared__ __align__(16) uint32_t dynamic_shared[];
   __shared__ int is_last_block;
   auto ring = reinterpret_cast<uint4 (*)[STAGES][32]>(ring_bytes);
   auto sums = reinterpret_cast<float (*)[16][STRIP]>(ring_bytes);
@@ -108,15 +174,10 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_kernel(Ge
     if (s < warp_tiles) copy_async_16(&ring[warp][s][lane], qtile + s * 32);
     copy_async_commit();
   }
-  uint32_t* x_words = reinterpret_cast<uint32_t*>(split_groups + args.tiles_per_split);
-  uint16_t* x_halves = reinterpret_cast<uint16_t*>(x_words);
+  uint32_t* x_words = dynamic_shared;  // rows of x_row_words (16-byte multiples: 4 mod 32 words)
+  int* split_groups = reinterpret_cast<int*>(dynamic_shared + args.rows * args.x_row_words);
   for (int i = threadIdx.x; i < split_tiles; i += THREADS) split_groups[i] = args.tile_group[split_begin + i];
-  for (int kk = threadIdx.x; kk < split_tiles * static_cast<int>(TILE_K); kk += THREADS) {
-    const int src = args.row_src[split_begin * TILE_K + kk];
-    for (int r = 0; r < args.rows; ++r) {
-      x_halves[2 * r * args.x_row_words + kk] = src < 0 ? 0 : args.x[r * args.x_row_stride + src * args.x_col_stride];
-    }
-  }
+  stage_x(args, x_words, split_begin, split_tiles);
   __syncthreads();
 
   const uint4* scales = args.scales + static_cast<int64_t>(strip) * args.groups * 8 + 2 * t;
@@ -239,6 +300,7 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_kernel(Ge
   for (int i = threadIdx.x; i < args.rows * STRIP; i += THREADS) {
     const int row = i / STRIP, c = i % STRIP;
     float value = 0.0f;
+#pragma unroll 8
     for (int sp = 0; sp < args.splits; ++sp) {
       value += __ldcg(&args.partials[(static_cast<int64_t>(sp) * args.rows + row) * args.n_padded + strip_col + c]);
     }
@@ -275,10 +337,10 @@ void q4_gemv_cuda(const Q4TileMatrix& matrix, const Q4GemvCall& call, uintptr_t 
              "must be a 4-byte aligned buffer");
   PNTK_CHECK(call.counter_bytes >= shape.counter_bytes, "counters",
              "needs " + std::to_string(shape.counter_bytes) + " bytes, got " + std::to_string(call.counter_bytes));
-  PNTK_CHECK(shape.partial_bytes == 0 || (call.partials != nullptr && reinterpret_cast<uintptr_t>(call.partials) % 4 == 0),
-             "partials", "must be a 4-byte aligned buffer");
-  PNTK_CHECK(call.partial_bytes >= shape.partial_bytes, "partials",
-             "needs " + std::to_string(shape.partial_bytes) + " bytes, got " + std::to_string(call.partial_bytes));
+  PNTK_CHECK(call.scratch != nullptr && reinterpret_cast<uintptr_t>(call.scratch) % BUFFER_ALIGN == 0, "scratch",
+             "must be a buffer aligned to " + std::to_string(BUFFER_ALIGN) + " bytes");
+  PNTK_CHECK(call.scratch_bytes >= shape.scratch_bytes, "scratch",
+             "needs " + std::to_string(shape.scratch_bytes) + " bytes, got " + std::to_string(call.scratch_bytes));
 
   DeviceGuard guard(matrix.device);
   GemvArgs args{};
@@ -292,7 +354,7 @@ void q4_gemv_cuda(const Q4TileMatrix& matrix, const Q4GemvCall& call, uintptr_t 
   args.tile_group = matrix.tile_group;
   args.y = static_cast<uint16_t*>(call.y);
   args.bias = call.bias;
-  args.partials = call.partials;
+  args.partials = static_cast<float*>(call.scratch);
   args.counters = call.counters;
   args.n = matrix.n;
   args.n_padded = matrix.n_padded;
@@ -303,11 +365,28 @@ void q4_gemv_cuda(const Q4TileMatrix& matrix, const Q4GemvCall& call, uintptr_t 
   args.splits = static_cast<int>(shape.splits);
   args.x_row_words = static_cast<int>(gemv_x_row_words(shape.tiles_per_split));
 
+  const cudaStream_t s = as_stream(stream);
+  // x's staging source: x itself when it is already in padded row order as aligned rows; else
+  // a permuted copy in the scratch buffer, unless the blocks gather the few rows themselves.
+  const bool x_is_padded = matrix.identity && call.x_col_stride == 1 && call.x_row_stride % 8 == 0 &&
+                           reinterpret_cast<uintptr_t>(call.x) % 16 == 0;
+  if (x_is_padded) {
+    args.x_padded = static_cast<const uint4*>(call.x);
+    args.x_padded_stride = call.x_row_stride;
+  } else if (call.rows > GEMV_MAX_GATHER_ROWS) {
+    uint16_t* permuted = reinterpret_cast<uint16_t*>(static_cast<char*>(call.scratch) + shape.permuted_x_offset);
+    const int64_t elements = call.rows * matrix.k_padded;
+    q4_permute_x_kernel<<<static_cast<unsigned>(ceil_div(elements, 256)), 256, 0, s>>>(
+        args.x, call.x_row_stride, call.x_col_stride, matrix.row_src, matrix.k_padded, call.rows, permuted);
+    check_launch("q4_permute_x_kernel");
+    args.x_padded = reinterpret_cast<const uint4*>(permuted);
+    args.x_padded_stride = matrix.k_padded;
+  }
   const dim3 grid(static_cast<unsigned>(strips), static_cast<unsigned>(shape.splits));
   if (call.dtype == DType::float16) {
-    launch_gemv<Fp16Pair>(args, grid, shape.shared_bytes, as_stream(stream));
+    launch_gemv<Fp16Pair>(args, grid, shape.shared_bytes, s);
   } else {
-    launch_gemv<Bf16Pair>(args, grid, shape.shared_bytes, as_stream(stream));
+    launch_gemv<Bf16Pair>(args, grid, shape.shared_bytes, s);
   }
 }
 

@@ -201,31 +201,42 @@ inline Q4TilePlan make_q4_tile_plan(int64_t k, int64_t n, int64_t groups, const 
 // (blocks / SMs over its ceiling); the splits' fp32 partial sums are added in split order
 // (deterministic). Two workspace buffers, kept apart so that no launch's partial sums can
 // land on another matrix's counters:
-//   counters int32 [strips]               zero between launches (the last block resets them)
-//   partials fp32 [splits][rows][Np]      (splits > 1; no initial value needed)
+//   counters int32 [strips]       zero between launches (the last block resets them)
+//   scratch                       partial sums and permuted x (no initial value needed)
 constexpr int GEMV_WARPS = 4;
 constexpr int GEMV_BLOCKS_PER_SM = 4;               // also the kernel's __launch_bounds__ occupancy
 constexpr int64_t GEMV_MIN_BLOCKS_PER_SM = 3;
 constexpr int64_t GEMV_MAX_SPLITS = 64;
 constexpr int64_t GEMV_MIN_TILES_PER_SPLIT = 16;    // 4 k-tiles per warp at least
-// A block stages its split's x (rows x 16 k per tile, 2 bytes each) in shared memory: at most
-// GEMV_X_STAGE_HALVES per block, so a split holds at most 1024 / rows k-tiles.
-constexpr int64_t GEMV_X_STAGE_HALVES = 16384;
-
-inline int64_t gemv_max_tiles_per_split(int64_t rows) { return GEMV_X_STAGE_HALVES / TILE_K / rows; }
+// A block stages its split's x (rows x 16 k per tile, 2 bytes each) in shared memory. With the
+// weight rings (16 KB of static shared memory) a block stays within the 48 KB that needs no
+// opt-in: GEMV_DYNAMIC_SHARED_BYTES for the staged x and the split's tile groups.
+constexpr size_t GEMV_DYNAMIC_SHARED_BYTES = 31 * 1024;
+// Rows of x up to which act-order x is gathered by each block; more rows are first permuted
+// once into padded row order by a separate kernel (into the scratch buffer).
+constexpr int64_t GEMV_MAX_GATHER_ROWS = 2;
 
 // Words (uint32 = 2 halves) per staged x row: the split's k values, padded to 4 mod 32 words so
 // that the 32 lanes' fragment reads (row g, word 8 kt + t) fall in distinct banks.
 inline int64_t gemv_x_row_words(int64_t tiles_per_split) { return round_up(tiles_per_split * TILE_K / 2, 32) + 4; }
 
-// Dynamic shared memory of one block: the split's tile groups (int32), then the staged x.
+// Dynamic shared memory of one block: the staged x, then the split's tile groups (int32).
 inline size_t gemv_shared_bytes(int64_t tiles_per_split, int64_t rows) {
   return sizeof(int32_t) * static_cast<size_t>(tiles_per_split + rows * gemv_x_row_words(tiles_per_split));
 }
 
+// The most k-tiles a split may hold with `rows` rows of x staged.
+inline int64_t gemv_max_tiles_per_split(int64_t rows) {
+  int64_t tiles = static_cast<int64_t>(GEMV_DYNAMIC_SHARED_BYTES / 4) / (1 + 8 * rows);
+  while (tiles > 1 && gemv_shared_bytes(tiles, rows) > GEMV_DYNAMIC_SHARED_BYTES) --tiles;
+  return tiles;
+}
+
 struct Q4GemvShape {
   int64_t splits = 1, tiles_per_split = 0;
-  size_t counter_bytes = 0, partial_bytes = 0, shared_bytes = 0;
+  size_t counter_bytes = 0, shared_bytes = 0;
+  size_t scratch_bytes = 0;      // partial sums fp32 [splits][rows][Np] (splits > 1), then,
+  size_t permuted_x_offset = 0;  // at this offset, x in padded row order fp16/bf16 [rows][Kp]
 };
 
 inline Q4GemvShape q4_gemv_shape(int64_t k_tiles, int64_t strips, int64_t rows, int64_t sm_count) {
@@ -243,12 +254,16 @@ inline Q4GemvShape q4_gemv_shape(int64_t k_tiles, int64_t strips, int64_t rows, 
       break;
     }
   }
+  const int64_t most_tiles = gemv_max_tiles_per_split(rows);
+  if ((k_tiles + shape.splits - 1) / shape.splits > most_tiles) shape.splits = (k_tiles + most_tiles - 1) / most_tiles;
   shape.tiles_per_split = (k_tiles + shape.splits - 1) / shape.splits;
-  if (shape.tiles_per_split > gemv_max_tiles_per_split(rows)) shape.tiles_per_split = gemv_max_tiles_per_split(rows);
   shape.splits = (k_tiles + shape.tiles_per_split - 1) / shape.tiles_per_split;
   shape.shared_bytes = gemv_shared_bytes(shape.tiles_per_split, rows);
   shape.counter_bytes = sizeof(int32_t) * static_cast<size_t>(strips);
-  shape.partial_bytes = shape.splits > 1 ? sizeof(float) * static_cast<size_t>(shape.splits * rows * strips * STRIP_N) : 0;
+  const size_t partial_bytes =
+      shape.splits > 1 ? sizeof(float) * static_cast<size_t>(shape.splits * rows * strips * STRIP_N) : 0;
+  shape.permuted_x_offset = static_cast<size_t>(round_up(static_cast<int64_t>(partial_bytes), BUFFER_ALIGN));
+  shape.scratch_bytes = shape.permuted_x_offset + 2 * static_cast<size_t>(rows * k_tiles * TILE_K);
   return shape;
 }
 

@@ -23,14 +23,15 @@ __all__ = ["CudaQ4Backend"]
 
 # GEMV workspaces, one pair per (device, stream), shared by every matrix (launches on one
 # stream are ordered): int32 split-K counters, zero-filled when made (the kernels leave them
-# at zero), and fp32 partial sums. Apart, so that partial sums never land on counters.
+# at zero), and a scratch buffer (partial sums, x in padded row order). Apart, so that partial
+# sums never land on counters.
 _counters: dict[tuple[int, int], torch.Tensor] = {}
-_partials: dict[tuple[int, int], torch.Tensor] = {}
+_scratch: dict[tuple[int, int], torch.Tensor] = {}
 
 
 def _buffer(buffers: dict, key: tuple[int, int], nbytes: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     buffer = buffers.get(key)
-    elements = max(1, -(-nbytes // 4))
+    elements = max(1, -(-nbytes // dtype.itemsize))
     if buffer is None or buffer.numel() < elements:
         buffer = torch.zeros(elements, dtype=dtype, device=device)
         buffers[key] = buffer
@@ -93,12 +94,12 @@ class CudaQ4Backend:
         if rows <= _core.CUDA_MAX_GEMV_ROWS and x2d.dtype in self._gemv_dtypes:
             stream = torch.cuda.current_stream(self.device).cuda_stream
             y = torch.empty(rows, self.out_features, dtype=x2d.dtype, device=self.device)
-            counter_bytes, partial_bytes = self._workspace_bytes[rows - 1]
+            counter_bytes, scratch_bytes = self._workspace_bytes[rows - 1]
             key = (self.device.index, stream)
             counters = _buffer(_counters, key, counter_bytes, torch.int32, self.device)
-            partials = _buffer(_partials, key, partial_bytes, torch.float32, self.device)
+            scratch = _buffer(_scratch, key, scratch_bytes, torch.uint8, self.device)
             self._tiles.gemv(view(x2d, "x"), view(y, "y"), self._bias_view, view(counters, "counters"),
-                             view(partials, "partials"), stream)
+                             view(scratch, "scratch"), stream)
             return y
         y = torch.matmul(x2d, self.dequantize(x2d.dtype))
         if self.bias is not None:

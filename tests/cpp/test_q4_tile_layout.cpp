@@ -145,15 +145,16 @@ TEST(Q4GemvShape, SplitsKWhenStripsAreFew) {
   // llama 13B on an H100 (132 SMs): q_proj has 80 strips, so K is split 6 ways (480 blocks,
   // 3.6 per SM); qkv has 240 strips (2 ways); gate+up has 432 strips: 1 way would leave the
   // last round 82% full (3.3 blocks per SM), 2 ways 94%. With 16 rows of x a split holds at
-  // most 64 k-tiles (its x is staged in shared memory): K = 5120 (320 tiles) takes 5 splits.
+  // most 60 k-tiles (its x is staged in shared memory): K = 5120 (320 tiles) takes 6 splits.
   const Q4GemvShape q_proj = q4_gemv_shape(320, 80, 1, 132);
   EXPECT_EQ(q_proj.splits, 6);
   EXPECT_EQ(q_proj.tiles_per_split, 54);
   EXPECT_EQ(q4_gemv_shape(320, 240, 2, 132).splits, 2);
   EXPECT_EQ(q4_gemv_shape(320, 432, 2, 132).splits, 2);
-  EXPECT_EQ(q4_gemv_shape(320, 432, 16, 132).splits, 5);
+  EXPECT_EQ(q4_gemv_shape(320, 432, 16, 132).splits, 6);
+  EXPECT_EQ(gemv_max_tiles_per_split(16), 60);
   EXPECT_EQ(q4_gemv_shape(864, 80, 1, 132).splits, 6);  // down_proj, K = 13824
-  EXPECT_EQ(q4_gemv_shape(864, 80, 16, 132).splits, 14);
+  EXPECT_EQ(q4_gemv_shape(864, 80, 16, 132).splits, 15);
   for (int64_t rows : {1, 3, 8, 9, 16}) {
     for (int64_t k_tiles : {1, 7, 320, 864, 20000, 200000}) {
       for (int64_t strips : {1, 80, 432}) {
@@ -162,12 +163,15 @@ TEST(Q4GemvShape, SplitsKWhenStripsAreFew) {
         const int64_t most_tiles = gemv_max_tiles_per_split(rows);
         EXPECT_LE(s.splits, std::max<int64_t>(GEMV_MAX_SPLITS, (k_tiles + most_tiles - 1) / most_tiles));
         EXPECT_LE(s.tiles_per_split, most_tiles);
-        EXPECT_LE(s.shared_bytes, 48u * 1024);  // no opt-in to more dynamic shared memory needed
+        EXPECT_LE(s.shared_bytes, GEMV_DYNAMIC_SHARED_BYTES);  // + 16 KB static: no opt-in needed
+        EXPECT_EQ(s.shared_bytes, gemv_shared_bytes(s.tiles_per_split, rows));
         EXPECT_EQ(gemv_x_row_words(s.tiles_per_split) % 32, 4);
         EXPECT_GE(s.splits * s.tiles_per_split, k_tiles);     // every tile is in a split
         EXPECT_LT((s.splits - 1) * s.tiles_per_split, k_tiles);  // and no split is empty
         const size_t partials = s.splits > 1 ? sizeof(float) * static_cast<size_t>(s.splits * rows * strips * STRIP_N) : 0;
-        EXPECT_EQ(s.partial_bytes, partials);
+        EXPECT_GE(s.permuted_x_offset, partials);
+        EXPECT_EQ(s.permuted_x_offset % BUFFER_ALIGN, 0u);
+        EXPECT_EQ(s.scratch_bytes, s.permuted_x_offset + 2 * static_cast<size_t>(rows * k_tiles * TILE_K));
         EXPECT_EQ(s.counter_bytes, sizeof(int32_t) * static_cast<size_t>(strips));
       }
     }
