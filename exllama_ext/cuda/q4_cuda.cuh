@@ -16,7 +16,7 @@ struct Q4TileMatrix {
   const int32_t* row_src;     // [Kp]
   const int32_t* tile_group;  // [Kp/16]
   const uint32_t* qtile;      // [strips][Kp/16][32][4]
-  const uint16_t* scales;     // fp16 [strips][G][4][8][2]
+  const uint16_t* scales;     // fp16 [strips][G][8][8]
   const uint32_t* zeros;      // [strips][G][8]
   int64_t k, n, groups, k_padded, n_padded;
   bool identity;

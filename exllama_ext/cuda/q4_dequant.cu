@@ -29,7 +29,7 @@ __device__ __forceinline__ __nv_bfloat16 from_exact_float<__nv_bfloat16>(float x
 
 struct DequantArgs {
   const uint4* qtile;         // [strips][Kp/16][32] uint4
-  const __half* scales;       // [strips][G][4][8][2]
+  const __half* scales;       // [strips][G][8][8]
   const uint32_t* zeros;      // [strips][G][8]
   const int32_t* tile_group;  // [Kp/16]
   const int32_t* row_src;     // [Kp]
@@ -47,7 +47,7 @@ __global__ void __launch_bounds__(32 * WARPS) q4_dequant_kernel(DequantArgs args
   if (kt >= args.k_tiles) return;
   const int64_t group = args.tile_group[kt];
   const uint4 w = args.qtile[(strip * args.k_tiles + kt) * 32 + lane];
-  const __half* scales = args.scales + (strip * args.groups + group) * 64;
+  const __half* scales = args.scales + ((strip * args.groups + group) * 8 + g) * 8;
   const uint32_t zeros = args.zeros[(strip * args.groups + group) * 8 + g];
   const uint32_t words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(32 * WARPS) q4_dequant_kernel(DequantArgs args
       const int nt = cell.col / 8;  // the lane's column in n-tile nt is 8 nt + g
       const int q = static_cast<int>((words[j] >> (4 * p)) & 15u);
       const int zero = static_cast<int>((zeros >> (4 * nt)) & 15u);
-      const float scale = __half2float(scales[tile_scale_index(cell.col)]);
+      const float scale = __half2float(scales[nt]);
       tile[warp][cell.row][cell.col] = from_exact_float<T>(static_cast<float>(q - zero) * scale);
     }
   }

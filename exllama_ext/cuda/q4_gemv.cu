@@ -4,13 +4,13 @@
 // W is the tiled matrix of q4_tile_layout.h: rows sorted by group and padded so that each
 // 16-row tile has one group; columns in strips of 64. Every weight is read once (one uint4 per
 // lane per 16 x 64 tile) and unpacked in registers to the exact integers q - zero in x's type
-// (q4_device.cuh), which mma.m16n8k16 multiplies by x on the tensor cores (products exact,
-// sums in fp32):
-//   A (16 x 16) = x rows 0..15 of the tile's 16 k values (rows >= M read as 0),
-//   B (16 x 8)  = q - zero of one n-tile, C (16 x 8) fp32.
-// A warp sums a group's tiles into `group_sum`, then adds scale * group_sum to `acc` in fp32
-// (the scales are stored in the C layout for this): no weight is ever rounded, so y's error is
-// the fp32 summation plus the one rounding of y.
+// (q4_device.cuh), which mma.m16n8k16 multiplies on the tensor cores (products exact, sums in
+// fp32) with the roles of y^T = W^T x^T:
+//   A (16 x 16) = W^T: 16 columns of W x the tile's 16 k values (one uint4 word per lane),
+//   B (16 x 8)  = x^T: the tile's 16 k values x 8 rows of x (rows >= M read as 0),
+//   C (16 x 8)  = y^T, fp32: 4 mma per tile for M <= 8, 8 for M <= 16.
+// A warp sums a group's tiles into `group_sum`, then adds scale * group_sum to `acc` in fp32:
+// no weight is ever rounded, so y's error is the fp32 summation plus the one rounding of y.
 // Grid: (strips, splits). A block's 4 warps take consecutive slices of the split's k-tiles.
 // Each warp streams its weights through a ring of STAGES tiles in shared memory (cp.async:
 // STAGES - 1 tiles in flight while it computes one; a lane reads back only its own 16 bytes,
@@ -144,13 +144,11 @@ __global__ void q4_permute_x_kernel(const uint16_t* x, int64_t x_row_stride, int
   x_padded[i] = src < 0 ? 0 : x[r * x_row_stride + src * x_col_stride];
 }
 
-// ROW_BLOCKS: 1 when M <= 8 (C rows g + 8 are never needed), 2 when M <= 16.
-// C entries kept per lane: rows g (and g + 8) x columns 8 nt + 2t, 8 nt + 2t + 1.
+// ROW_BLOCKS: blocks of 8 rows of x, 1 when M <= 8, 2 when M <= 16.
 // Shared memory: static, the weight rings (later the warps' C tiles, same bytes); dynamic,
 // x [rows][x_row_words] then the split's tile groups [tiles_per_split] (gemv_shared_bytes).
 template <class Pair, int ROW_BLOCKS>
 __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_kernel(GemvArgs args) {
-  constexpr int C = 2 * ROW_BLOCKS;
   static_assert(STAGES * 32 * sizeof(uint4) == 16 * STRIP * sizeof(float), "a warp's ring is its C tile");
   __shared__ __align__(16) unsigned char ring_bytes[WARPS * STAGES * 32 * sizeof(uint4)];
   extern __shared__ __align__(16) uint32_t dynamic_shared[];
@@ -180,23 +178,27 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_kernel(Ge
   stage_x(args, x_words, split_begin, split_tiles);
   __syncthreads();
 
-  const uint4* scales = args.scales + static_cast<int64_t>(strip) * args.groups * 8 + 2 * t;
+  const uint4* scales = args.scales + static_cast<int64_t>(strip) * args.groups * 8 + g;
   const uint32_t* zeros = args.zeros + static_cast<int64_t>(strip) * args.groups * 8 + g;
-  float acc[8][C] = {};        // sum over finished groups of scale * group_sum
-  float group_sum[8][C] = {};  // sum over the current group's tiles of x * (q - zero)
-  uint32_t zero_pairs[8];      // (OFFSET + z, OFFSET + z) of column 8 nt + g
-  uint4 scale_words[2] = {};   // fp16 scales of columns 8 nt + 2t, 8 nt + 2t + 1 (word nt)
+  // C entries of the 16-column block j and row block mb: [0], [1] column 16j + g, [2], [3]
+  // column 16j + 8 + g, for the x rows 8 mb + 2t and 8 mb + 2t + 1.
+  float acc[4][ROW_BLOCKS][4] = {};        // sum over finished groups of scale * group_sum
+  float group_sum[4][ROW_BLOCKS][4] = {};  // sum over the current group's tiles of x * (q - zero)
+  uint32_t zero_pairs[8];  // (OFFSET + z, OFFSET + z) of column 8 nt + g
+  uint4 scale_word = {};   // fp16 scales of columns 8 nt + g, nt = 0..7
   int current_group = -1;
   auto add_group = [&]() {
-    const uint32_t words[8] = {scale_words[0].x, scale_words[0].y, scale_words[0].z, scale_words[0].w,
-                               scale_words[1].x, scale_words[1].y, scale_words[1].z, scale_words[1].w};
+    const uint32_t words[4] = {scale_word.x, scale_word.y, scale_word.z, scale_word.w};
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-      const float scale_lo = half_bits_to_float(words[nt] & 0xFFFFu), scale_hi = half_bits_to_float(words[nt] >> 16);
+    for (int j = 0; j < 4; ++j) {  // columns 16j + g (scale nt = 2j) and 16j + 8 + g (nt = 2j + 1)
+      const float scale_lo = half_bits_to_float(words[j] & 0xFFFFu), scale_hi = half_bits_to_float(words[j] >> 16);
 #pragma unroll
-      for (int c = 0; c < C; ++c) {
-        acc[nt][c] = fmaf(c % 2 ? scale_hi : scale_lo, group_sum[nt][c], acc[nt][c]);
-        group_sum[nt][c] = 0.0f;
+      for (int mb = 0; mb < ROW_BLOCKS; ++mb) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          acc[j][mb][c] = fmaf(c < 2 ? scale_lo : scale_hi, group_sum[j][mb][c], acc[j][mb][c]);
+          group_sum[j][mb][c] = 0.0f;
+        }
       }
     }
   };
@@ -204,53 +206,56 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_kernel(Ge
   const int* groups = split_groups + warp_first;
   uint32_t zero_word = warp_tiles > 0 ? __ldg(zeros + groups[0] * 8) : 0u;
   uint32_t zero_word_next = warp_tiles > 1 ? __ldg(zeros + groups[1] * 8) : 0u;
-  const uint32_t* x_row_g = x_words + g * args.x_row_words;
-  const uint32_t* x_row_g8 = x_words + (g + 8) * args.x_row_words;
-  for (int i = 0; i < warp_tiles; ++i) {
-    copy_async_wait<STAGES - 2>();  // tile i has landed
-    const uint4 w = ring[warp][i % STAGES][lane];
-    const int refill = i + STAGES - 1;  // into the slot read in the previous iteration
-    if (refill < warp_tiles) copy_async_16(&ring[warp][refill % STAGES][lane], qtile + refill * 32);
-    copy_async_commit();
+  const uint4* next_tile = qtile + (STAGES - 1) * 32;  // the next tile to copy into the ring
+  // B fragments (x^T): x row 8 mb + g at k = 16 kt + (2t, 2t+1) and + 8 (rows >= M are 0).
+  const uint32_t* x_rows[ROW_BLOCKS];
+  bool row_in[ROW_BLOCKS];
+#pragma unroll
+  for (int mb = 0; mb < ROW_BLOCKS; ++mb) {
+    row_in[mb] = 8 * mb + g < args.rows;
+    x_rows[mb] = x_words + (8 * mb + g) * args.x_row_words + warp_first * static_cast<int>(TILE_K / 2) + t;
+  }
+  // Unrolled by the ring's length, so that slots are constants: tile i = i0 + s is in slot s.
+  for (int i0 = 0; i0 < warp_tiles; i0 += STAGES) {
+#pragma unroll
+    for (int s = 0; s < STAGES; ++s) {
+      const int i = i0 + s;
+      if (i >= warp_tiles) break;
+      copy_async_wait<STAGES - 2>();  // tile i has landed
+      const uint4 w = ring[warp][s][lane];
+      if (i + STAGES - 1 < warp_tiles) copy_async_16(&ring[warp][(s + STAGES - 1) % STAGES][lane], next_tile);
+      copy_async_commit();  // (into the slot read in the previous iteration)
+      next_tile += 32;
 
-    const int group = groups[i];
-    const uint32_t z = zero_word;
-    zero_word = zero_word_next;
-    if (i + 2 < warp_tiles) zero_word_next = __ldg(zeros + groups[i + 2] * 8);
-    if (group != current_group) {
-      if (current_group >= 0) add_group();
-      current_group = group;
-      // Needed only when this group ends: the load's latency hides behind its tiles.
-      scale_words[0] = __ldg(scales + current_group * 8);
-      scale_words[1] = __ldg(scales + current_group * 8 + 1);
+      const int group = groups[i];
+      const uint32_t z = zero_word;
+      zero_word = zero_word_next;
+      if (i + 2 < warp_tiles) zero_word_next = __ldg(zeros + groups[i + 2] * 8);
+      if (group != current_group) {
+        if (current_group >= 0) add_group();
+        current_group = group;
+        scale_word = __ldg(scales + current_group * 8);  // needed when the group ends: latency hidden
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt) zero_pairs[nt] = zero_pair<Pair>((z >> (4 * nt)) & 15u);
-    }
-    // A fragment: x rows g (and g + 8) at k = 16 kt + (2t, 2t+1) and + 8 (rows >= M are 0).
-    const int word = (warp_first + i) * static_cast<int>(TILE_K / 2) + t;
-    uint32_t a[4] = {0u, 0u, 0u, 0u};
-    if (g < args.rows) {
-      a[0] = x_row_g[word];
-      a[2] = x_row_g[word + 4];
-    }
-    if (ROW_BLOCKS == 2 && g + 8 < args.rows) {
-      a[1] = x_row_g8[word];
-      a[3] = x_row_g8[word + 4];
-    }
-    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+        for (int nt = 0; nt < 8; ++nt) zero_pairs[nt] = zero_pair<Pair>((z >> (4 * nt)) & 15u);
+      }
+      uint32_t b[ROW_BLOCKS][2];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
+      for (int mb = 0; mb < ROW_BLOCKS; ++mb) {
+        b[mb][0] = row_in[mb] ? x_rows[mb][i * static_cast<int>(TILE_K / 2)] : 0u;
+        b[mb][1] = row_in[mb] ? x_rows[mb][i * static_cast<int>(TILE_K / 2) + 4] : 0u;
+      }
+      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {  // n-tile 2j + h: nibble pairs 2h (k 2t, 2t+1) and 2h+1 (k 2t+8, 2t+9)
-        const int nt = 2 * j + h;
-        const uint32_t b0 = Pair::subtract(nibble_pair<Pair>(words[j], 8 * h), zero_pairs[nt]);
-        const uint32_t b1 = Pair::subtract(nibble_pair<Pair>(words[j], 8 * h + 4), zero_pairs[nt]);
-        const float c[4] = {group_sum[nt][0], group_sum[nt][1], ROW_BLOCKS == 2 ? group_sum[nt][C - 2] : 0.0f,
-                            ROW_BLOCKS == 2 ? group_sum[nt][C - 1] : 0.0f};
-        float d[4];
-        mma_16816<Pair>(d, a, b0, b1, c);
+      for (int j = 0; j < 4; ++j) {
+        // A fragment (W^T rows = columns 16j + g, 16j + 8 + g): nibble pairs 0, 2, 1, 3 of word j.
+        const uint32_t a[4] = {Pair::subtract(nibble_pair<Pair>(words[j], 0), zero_pairs[2 * j]),
+                               Pair::subtract(nibble_pair<Pair>(words[j], 8), zero_pairs[2 * j + 1]),
+                               Pair::subtract(nibble_pair<Pair>(words[j], 4), zero_pairs[2 * j]),
+                               Pair::subtract(nibble_pair<Pair>(words[j], 12), zero_pairs[2 * j + 1])};
 #pragma unroll
-        for (int r = 0; r < C; ++r) group_sum[nt][r] = d[r];
+        for (int mb = 0; mb < ROW_BLOCKS; ++mb) {
+          mma_16816<Pair>(group_sum[j][mb], a, b[mb][0], b[mb][1], group_sum[j][mb]);
+        }
       }
     }
   }
@@ -259,13 +264,14 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_kernel(Ge
   __syncthreads();  // every ring is drained: its bytes become the C tiles
 
 #pragma unroll
-  for (int nt = 0; nt < 8; ++nt) {
-    const int col = 8 * nt + 2 * t;
-    sums[warp][g][col] = acc[nt][0];
-    sums[warp][g][col + 1] = acc[nt][1];
-    if (ROW_BLOCKS == 2) {
-      sums[warp][g + 8][col] = acc[nt][C - 2];
-      sums[warp][g + 8][col + 1] = acc[nt][C - 1];
+  for (int j = 0; j < 4; ++j) {
+#pragma unroll
+    for (int mb = 0; mb < ROW_BLOCKS; ++mb) {
+      const int row = 8 * mb + 2 * t;
+      sums[warp][row][16 * j + g] = acc[j][mb][0];
+      sums[warp][row + 1][16 * j + g] = acc[j][mb][1];
+      sums[warp][row][16 * j + 8 + g] = acc[j][mb][2];
+      sums[warp][row + 1][16 * j + 8 + g] = acc[j][mb][3];
     }
   }
   __syncthreads();

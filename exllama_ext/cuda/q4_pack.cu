@@ -8,7 +8,7 @@
 // Output: qtile word (strip, kt, lane, j) holds, at nibble p (0..7),
 //           q[row_src[16*kt + cell.row], 64*strip + cell.col], cell = tile_cell(lane, j, p)
 //           (0 for padded rows and columns);
-//         scales_t[strip][g'][t][nt][h] = scale[g', 64*strip + 8*nt + 2*t + h]  (0 for padded columns)
+//         scales_t[strip][g'][gi][nt] = scale[g', 64*strip + 8*nt + gi]   (0 for padded columns)
 //         zeros_t[strip][g'][gi] nibble nt = zero[g', 64*strip + 8*nt + gi], zero = z ("gptq_v2")
 //           or (z + 1) & 15 ("gptq", AutoGPTQ's reading of v1 checkpoints).
 #include <cuda_runtime.h>
@@ -28,7 +28,7 @@ struct PackArgs {
   GptqSource source;
   const int32_t* row_src;  // [Kp]
   uint32_t* qtile;         // [strips][Kp/16][32][4]
-  uint16_t* scales_t;      // [strips][G][4][8][2]
+  uint16_t* scales_t;      // [strips][G][8][8]
   uint32_t* zeros_t;       // [strips][G][8]
   int64_t groups, k_tiles, strips;
 };

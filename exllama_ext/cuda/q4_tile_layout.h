@@ -13,16 +13,18 @@
 //   row_src    int32 [Kp]       original row of padded row k' (-1 = padding)
 //   tile_group int32 [Kp/16]    group of each 16-row tile
 //   qtile      u32 [strips][Kp/16][32 lanes][4 words]    one 16 x 64 tile per 512 bytes
-//   scales_t   fp16 [strips][G][4][8][2]                 [.., t, nt, h] = scale of column 8nt+2t+h
+//   scales_t   fp16 [strips][G][8][8]                    [.., g, nt] = scale of column 8nt+g
 //   zeros_t    u32  [strips][G][8]                       [.., g] nibble nt = zero of column 8nt+g
 // Lane l = 4*g + t of a warp holds, in word j, the B fragments of mma.m16n8k16 for the
 // n-tiles 2j (column 16j+g) and 2j+1 (column 16j+8+g) of the strip:
 //   nibble 0,4: col 16j+g,   k = 2t, 2t+1      nibble 2,6: col 16j+8+g, k = 2t, 2t+1
 //   nibble 1,5: col 16j+g,   k = 2t+8, 2t+9    nibble 3,7: col 16j+8+g, k = 2t+8, 2t+9
 // so (word >> 4i) & 0x000F000F puts the i-th B register's two k values in the two halves.
-// The zeros are read in that B layout (column 8nt+g); the scales in the C layout of the mma
-// (lane 4g+t holds columns 8nt+2t, 8nt+2t+1 of every n-tile): the GEMV multiplies a group's
-// fp32 sums of x * (q - zero) by the scale, so each weight enters exactly.
+// Read with the roles swapped (W^T as the A operand, x^T as B), word j is the whole A
+// fragment of the 16 columns 16j..16j+15: nibble pairs 0, 2, 1, 3 are a0 (row g), a1 (row
+// g+8), a2, a3; the lane's C entries are columns 16j+g and 16j+8+g, whose zeros and scales it
+// reads at [g][nt] (nt = 2j, 2j+1). The GEMV multiplies a group's fp32 sums of x * (q - zero)
+// by the scale, so each weight enters exactly.
 // tile_cell() is this map; pack_tile_word() / pack_tile_scales() fill the layout (run by the
 // pack kernels, and on the host by tests/cpp/test_q4_tile_layout.cpp).
 #pragma once
@@ -103,12 +105,8 @@ PNTK_HOST_DEVICE inline uint32_t pack_tile_word(const GptqSource& source, const 
   return packed;
 }
 
-// Index, within the 64 scales of one (strip, group), of the scale of strip column `col`.
-PNTK_HOST_DEVICE inline int tile_scale_index(int col) { return (col % 8) / 2 * 16 + col / 8 * 2 + col % 2; }
-
 // Entry `index` of zeros_t ([strips][G][8]); the scales of its 8 columns 8 nt + gi (nt = 0..7)
-// go to scales_t at (strip * G + group) * 64 + tile_scale_index(column): scale 0 and zero 0
-// for padded columns.
+// go to scales_t[index * 8 + nt]: scale 0 and zero 0 for padded columns.
 PNTK_HOST_DEVICE inline uint32_t pack_tile_scales(const GptqSource& source, int64_t groups, int64_t index,
                                                   uint16_t* scales_t) {
   const int gi = static_cast<int>(index % 8);
@@ -125,7 +123,7 @@ PNTK_HOST_DEVICE inline uint32_t pack_tile_scales(const GptqSource& source, int6
           (static_cast<uint32_t>(source.qzeros[group * (source.n / 8) + col / 8]) >> (4 * (col % 8))) & 15u;
       zero = source.zeros_v2 ? z : (z + 1) & 15u;
     }
-    scales_t[(strip * groups + group) * 64 + tile_scale_index(8 * nt + gi)] = scale;
+    scales_t[index * 8 + nt] = scale;
     zeros |= zero << (4 * nt);
   }
   return zeros;

@@ -238,10 +238,7 @@ void expect_tiles_decode_to_gptq(const PackCase& c, uint32_t seed) {
             const int n_tile = 2 * j + i / 2, reg = i % 2;
             const int64_t col = strip * STRIP_N + 8 * n_tile + g;
             const size_t scale_row = static_cast<size_t>((strip * c.groups + group) * 8 + g);
-            // The GEMV reads this column's scale in the mma's C layout: lane 4 g' + t' with
-            // column 8 n_tile + 2 t' + h = 8 n_tile + g, at [t'][n_tile][h] of the group's 64.
-            const size_t scale_at = static_cast<size_t>((strip * c.groups + group) * 64 + (g / 2) * 16 + n_tile * 2 + g % 2);
-            const double scale = pntk::half_bits_to_float(scales_t[scale_at]);
+            const double scale = pntk::half_bits_to_float(scales_t[scale_row * 8 + static_cast<size_t>(n_tile)]);
             const int zero = static_cast<int>((zeros_t[scale_row] >> (4 * n_tile)) & 15u);
             for (int half = 0; half < 2; ++half) {
               const int q = static_cast<int>((pair >> (16 * half)) & 15u);
