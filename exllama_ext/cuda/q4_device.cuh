@@ -20,31 +20,27 @@ __device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t
 // exactly, and (OFFSET + q) - (OFFSET + zero) = q - zero exactly (the dequantization trick of
 // FasterTransformer / ExLlama / Marlin, here without the scale, which the GEMV applies to a
 // group's fp32 sums so that no weight is rounded).
+// a - b on two 16-bit halves of type Half2 (__half2 or __nv_bfloat162), as bits.
+template <class Half2>
+__device__ __forceinline__ uint32_t subtract_halves(uint32_t a, uint32_t b) {
+  Half2 ha, hb;
+  memcpy(&ha, &a, 4);
+  memcpy(&hb, &b, 4);
+  const Half2 d = __hsub2(ha, hb);
+  uint32_t bits;
+  memcpy(&bits, &d, 4);
+  return bits;
+}
+
 struct Fp16Pair {
   static constexpr uint32_t OFFSET = 0x6400u;  // 1024.0
-  __device__ static uint32_t subtract(uint32_t a, uint32_t b) {
-    __half2 ha, hb;
-    memcpy(&ha, &a, 4);
-    memcpy(&hb, &b, 4);
-    const __half2 d = __hsub2(ha, hb);
-    uint32_t bits;
-    memcpy(&bits, &d, 4);
-    return bits;
-  }
+  __device__ static uint32_t subtract(uint32_t a, uint32_t b) { return subtract_halves<__half2>(a, b); }
   __device__ static uint16_t from_float(float v) { return __half_as_ushort(__float2half_rn(v)); }
 };
 
 struct Bf16Pair {
   static constexpr uint32_t OFFSET = 0x4300u;  // 128.0
-  __device__ static uint32_t subtract(uint32_t a, uint32_t b) {
-    __nv_bfloat162 ha, hb;
-    memcpy(&ha, &a, 4);
-    memcpy(&hb, &b, 4);
-    const __nv_bfloat162 d = __hsub2(ha, hb);
-    uint32_t bits;
-    memcpy(&bits, &d, 4);
-    return bits;
-  }
+  __device__ static uint32_t subtract(uint32_t a, uint32_t b) { return subtract_halves<__nv_bfloat162>(a, b); }
   __device__ static uint16_t from_float(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
 };
 
