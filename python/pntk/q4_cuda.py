@@ -92,7 +92,7 @@ class CudaQ4Backend:
         if rows == 0:
             return x2d.new_empty(0, self.out_features)
         if rows <= _core.CUDA_MAX_GEMV_ROWS and x2d.dtype in self._gemv_dtypes:
-            stream = torch.cuda.current_stream(self.device).cuda_stream
+            stream = current_stream(x2d, "x")
             y = torch.empty(rows, self.out_features, dtype=x2d.dtype, device=self.device)
             counter_bytes, scratch_bytes = self._workspace_bytes[rows - 1]
             key = (self.device.index, stream)
