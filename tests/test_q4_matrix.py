@@ -145,6 +145,72 @@ def test_gemv_error_is_the_output_rounding(device, dtype, rng):
         assert error <= 1.1 * rounding + 1e-5, f"M={m}: relative error {error:.3g}, output rounding {rounding:.3g}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gemv_error_with_outliers_in_x(device, dtype, rng):
+    # LLM activations carry a few channels 100x larger than the rest. A kernel that scales x per
+    # block loses the small values beside an outlier: the VNNI GEMV keeps 15-16 bits per 32 rows
+    # (error <= max|x| / 32640 each, 4.6e-3 next to an outlier of 150), which stays within
+    # 2^-13 of |y| here; int8 x (8 bits) or x rounded to bf16 (~1e-3) would not.
+    tensors = ref.random_gptq(K, N, 3, rng, act_order=True)
+    w = pntk.Q4Matrix.from_gptq(**on(device, tensors))
+    w64 = ref.dequantize(**tensors)
+    for m in (1, 2, 8):
+        for outliers in (6, 1):
+            x = rng.standard_normal((m, K))
+            where = rng.choice(K, size=outliers, replace=False)
+            x[:, where] *= rng.uniform(50, 150, size=outliers) * rng.choice([-1, 1], size=outliers)
+            x = torch.from_numpy(x.astype(np.float32)).to(dtype)
+            expected = ref.matmul(x, w64)
+            rounding = ref.relative_error(torch.from_numpy(expected).to(dtype), expected)
+            error = ref.relative_error(w(x.to(device)).cpu(), expected)
+            assert error <= 1.1 * rounding + 2.0**-13, (
+                f"M={m}, {outliers} outliers: relative error {error:.3g}, output rounding {rounding:.3g}")
+
+
+@pytest.mark.parametrize("scale", [2.0**-120, 2.0**100])
+def test_bf16_activations_at_the_ends_of_the_exponent_range(device, scale, rng):
+    # bf16 has fp32's exponent range: integer or scaled kernels must not overflow or flush.
+    tensors = ref.random_gptq(K, N, 3, rng, act_order=True)
+    w = pntk.Q4Matrix.from_gptq(**on(device, tensors))
+    w64 = ref.dequantize(**tensors)
+    for m in (1, 3, 17):
+        x = (torch.from_numpy(rng.standard_normal((m, K)).astype(np.float32)) * scale).to(torch.bfloat16)
+        y = w(x.to(device)).cpu()
+        assert torch.isfinite(y).all()
+        assert ref.relative_error(y, ref.matmul(x, w64)) <= ref.TOLERANCE[torch.bfloat16], f"M={m}"
+
+
+def test_bf16_denormal_activations_are_not_flushed(device, rng):
+    # |x| < 2^-126 are bf16 denormals (vdpbf16ps reads them as 0). With scales near 2^15 the
+    # outputs (~2^-110) are normal bf16 numbers, so a kernel that flushed x would return 0.
+    tensors = ref.random_gptq(K, N, 3, rng, act_order=True)
+    tensors["scales"] = torch.from_numpy(rng.uniform(2.0**14, 2.0**15, size=tensors["scales"].shape).astype(np.float16))
+    w = pntk.Q4Matrix.from_gptq(**on(device, tensors))
+    w64 = ref.dequantize(**tensors)
+    for m in (1, 3, 17):
+        x = (torch.from_numpy(rng.standard_normal((m, K)).astype(np.float32)) * 2.0**-130).to(torch.bfloat16)
+        assert (x.float().abs() < 2.0**-126).all() and (x != 0).any()
+        y = w(x.to(device)).cpu()
+        assert ref.relative_error(y, ref.matmul(x, w64)) <= ref.TOLERANCE[torch.bfloat16], f"M={m}"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_non_finite_activations_give_non_finite_rows(device, bad, dtype, rng):
+    # A NaN or Inf in row 1 of x must show in row 1 of y (no integer path may swallow it), and
+    # leave the other rows exact.
+    tensors = ref.random_gptq(K, N, 3, rng, act_order=True)
+    w = pntk.Q4Matrix.from_gptq(**on(device, tensors))
+    w64 = ref.dequantize(**tensors)
+    for m in (3, 17):
+        x = torch.from_numpy(rng.standard_normal((m, K)).astype(np.float32)).to(dtype)
+        x[1, rng.integers(K)] = bad
+        y = w(x.to(device)).cpu()
+        assert not torch.isfinite(y[1]).any(), f"M={m}: row 1 has finite values"
+        others = [i for i in range(m) if i != 1]
+        assert ref.relative_error(y[others], ref.matmul(x[others], w64)) <= ref.TOLERANCE[dtype], f"M={m}"
+
+
 def test_results_do_not_depend_on_thread_count(rng):
     tensors = ref.random_gptq(K, 8 * 64 + 8, 6, rng, act_order=True)
     w = pntk.Q4Matrix.from_gptq(**tensors)

@@ -1,38 +1,38 @@
-// AVX-512 BF16 q4 kernels: a GEMV on vdpbf16ps for bf16 x (M <= 16) and fp16 x (M = 1); other
-// GEMV calls and the GEMM (M > 16) are the avx512 family's. Measured on Zen 5, vdpbf16ps issues
-// at half the rate of FMA: the bf16 GEMV wins where it saves the shift/convert work per weight
-// (one part, or one row of x), and loses with two parts and several rows of x, or three (fp32).
+// AVX-512 BF16 q4 kernels: for bf16 x with M >= 2, a GEMV on vdpbf16ps; every other GEMV is the
+// VNNI one (q4_kernel_avx512vnni.h; CPUs with AVX512_BF16 all have AVX512_VNNI) and the GEMM is
+// the avx512 family's. Measured on Zen 5, one core (4096x1024, M = 8): vdpbf16ps on exact bf16
+// x does 1.2x the products per second of vpdpbusd on x in 2 parts, so it wins where several rows
+// of x share each unpacked weight; at M = 1 the VNNI GEMV wins (1.1x to 1.25x), as it does for
+// fp16 x, which bf16 could only take in 2 parts.
 //
 // Weights go straight from the packed word to bf16 pairs. Word w of column c holds packed
 // rows 8r..8r+7 (row 8r+j at bits 4j); for j < 4
 //   pair_j(w) = 0x3F803F80 | (w >> (4j - 3) & 0x00780078)       (w << 3 for j = 0)
 // puts nibble j at bits 3..6 and nibble j+4 at bits 19..22: the bf16 pair
 // (1 + q[8r+j]/16, 1 + q[8r+j+4]/16), exact (q fills the top 4 of bf16's 7 fraction bits).
-// Activations: x = x_0 + ... + x_{P-1} exactly, P bf16 parts (P = 1 for bf16 x, 2 for fp16 x
-// (11 significant bits): x_0 = x rounded to bf16 (nearest even), x_1 = x - x_0), stored in
-// pairs, Q4Activations::xpairs [M][K'/8][P][4] uint32:
-//   xpairs[m][r][i][j] = bf16 bits of x_i[m][8r+j] | those of x_i[m][8r+j+4] << 16, j < 4.
+// Activations, in pairs, Q4Activations::xpairs [M][K'/8][4] uint32:
+//   xpairs[m][r][j] = bits of x[m][8r+j] | those of x[m][8r+j+4] << 16, j < 4.
 // vdpbf16ps multiplies a pair with pair_j(w) and adds both products into fp32: they are exact
-// (8 x 5 significant bits). So 32 weights take one shift, one vpternlogd (shared by the parts
-// and rows of x) and P vdpbf16ps. (vdpbf16ps takes bf16 denormals, |x| < 2^-126, as 0; fp16
-// x has none.)
+// (8 x 5 significant bits). So 32 weights take one shift and one vpternlogd (shared by the rows
+// of x) and one vdpbf16ps per row. (vdpbf16ps takes bf16 denormals, |x| < 2^-126, as 0: a row
+// of x that small is scaled by 2^64 first (Q4Activations), so what it drops is below 2^-62 of
+// the row's largest |x|.)
 // Per chunk of a group g (kChunkWordRows word rows from the group's start, the last one
 // shorter: this bounds the error of the offset terms summed into acc), with
 // acc = sum_p x[p] (1 + q[p]/16) and xsum = sum_p x[p] over the chunk:
 //   y[m, n] += s[g, n] * (16 acc - (16 + z[g, n]) xsum)  =  s * sum_p x[p] (q[p] - z)
 // Q4Activations::xsum_chunk [M][K'/8] holds xsum at the chunk's first word row (0 elsewhere).
-#include "core/q4_kernel_avx512.h"
+#include "core/q4_kernel_avx512vnni.h"
 
 namespace pntk::q4 {
 
 namespace {
 
-using Avx512Kernels = Q4Kernels<Avx512>;
-
 struct Bf16Gemv {
   static constexpr int L = Avx512::kLanes;
   static constexpr int kPass = Avx512::kVectors * L;
   static constexpr int64_t kPrefetchWordRows = Avx512Kernels::kPrefetchWordRows;
+  static constexpr int64_t kChunkWordRows = 16;
 
   template <int J>
   static __m512bh pair(__m512i w) {
@@ -42,27 +42,17 @@ struct Bf16Gemv {
                                                _mm512_set1_epi32(0x00780078), 0xEC);
   }
 
-  static constexpr int64_t kChunkWordRows = 16;
-
-  // Parts of x for the bf16 GEMV, 0 where the avx512 GEMV runs instead (see the top).
-  static int bf16_parts(const TensorView& x) {
-    if (x.dtype == DType::bfloat16) return 1;
-    return x.dtype == DType::float16 && x.shape[0] == 1 ? 2 : 0;
-  }
-
   static void prepare(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out) {
-    const int parts = for_gemv ? bf16_parts(x) : 0;
-    Avx512Kernels::prepare(w, x, for_gemv && parts == 0, out);  // with parts, fp32 x unscaled
-    out.bf16_parts = parts;
-    static_for<2>([&](auto i) {
-      if (parts == i + 1) prepare_pairs<i + 1>(w, out);
-    });
+    out.bf16_pairs = for_gemv && x.dtype == DType::bfloat16 && x.shape[0] >= 2;
+    if (!out.bf16_pairs) return VnniGemv::prepare(w, x, for_gemv, out);
+    Avx512Kernels::prepare(w, x, false, out);  // fp32 x, not nibble-scaled
+    out.quantized = false;
+    prepare_pairs(w, out);
   }
 
   // a.x -> a.xpairs and a.xsum_chunk, two word rows (16 x) at a time.
-  template <int P>
   static void prepare_pairs(const Q4Layout& w, Q4Activations& a) {
-    const int64_t word_rows = w.packed_rows / 8, ldx = word_rows * 4 * P;
+    const int64_t word_rows = w.packed_rows / 8, ldx = word_rows * 4;
     a.xpairs.resize(static_cast<size_t>(a.m * ldx));
     a.xsum_chunk.assign(static_cast<size_t>(a.m * word_rows), 0.0f);
     // 16-bit elements x[0..8) of each word row -> x[0], x[4], x[1], x[5], ...
@@ -72,16 +62,11 @@ struct Bf16Gemv {
       uint32_t* pairs = a.xpairs.data() + m * ldx;
       for (int64_t r = 0; r < word_rows; r += 2) {
         const bool two = r + 1 < word_rows;
-        __m512 rest = _mm512_maskz_loadu_ps(two ? 0xFFFF : 0x00FF, x + r * 8);
-        static_for<P>([&](auto i) {
-          const __m256i part = (__m256i)_mm512_cvtneps_pbh(rest);  // exact: x - part is an fp32
-          rest = _mm512_sub_ps(rest, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(part), 16)));
-          const __m256i ordered = _mm256_permutexvar_epi16(pair_order, part);
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(pairs + r * 4 * P + i * 4), _mm256_castsi256_si128(ordered));
-          if (two)
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(pairs + (r + 1) * 4 * P + i * 4),
-                             _mm256_extracti128_si256(ordered, 1));
-        });
+        const __m512 values = _mm512_maskz_loadu_ps(two ? 0xFFFF : 0x00FF, x + r * 8);
+        const __m256i bits = (__m256i)_mm512_cvtneps_pbh(values);  // exact: x came from bf16
+        const __m256i ordered = _mm256_permutexvar_epi16(pair_order, bits);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(pairs + r * 4), _mm256_castsi256_si128(ordered));
+        if (two) _mm_storeu_si128(reinterpret_cast<__m128i*>(pairs + (r + 1) * 4), _mm256_extracti128_si256(ordered, 1));
       }
       for (int64_t g = 0; g < w.groups; ++g) {
         const int64_t group_end = w.group_begin[g + 1] / 8;
@@ -95,12 +80,12 @@ struct Bf16Gemv {
     }
   }
 
-  // One chunk of a group, MT rows of x (P parts, xpairs row stride ldx) on columns [0, V*L) of q.
-  template <int P, int MT, int V>
+  // One chunk of a group, MT rows of x (xpairs row stride ldx) on columns [0, V*L) of q.
+  template <int MT, int V>
   static void gemv_group(const uint32_t* q, int64_t width, int64_t word_rows, const uint32_t* x, int64_t ldx,
                          const float* xsum, int64_t xsum_stride, const uint16_t* scales, const uint32_t* zeros,
                          int last_valid, float* y) {
-    // Independent vdpbf16ps chains: at least 12 (latency x ports), split over j and parts.
+    // Independent vdpbf16ps chains: at least 12 (latency x ports), split over j.
     constexpr int A = MT * V >= 12 ? 1 : (MT * V >= 6 ? 2 : 4);
     const __mmask16 last = Avx512::mask(last_valid), full = Avx512::mask(L);
     __m512 acc[MT][V][A];
@@ -112,16 +97,13 @@ struct Bf16Gemv {
       for (int v = 0; v < V; ++v) words[v] = Avx512::load_words(q + r * width + v * L, v == V - 1 ? last : full);
       for (int v = 0; v < V; ++v)
         _mm_prefetch(reinterpret_cast<const char*>(q + (r + kPrefetchWordRows) * width + v * L), _MM_HINT_T0);
-      const uint32_t* xr = x + r * 4 * P;
+      const uint32_t* xr = x + r * 4;
       static_for<4>([&](auto j) {
         __m512bh wp[V];
         for (int v = 0; v < V; ++v) wp[v] = pair<j>(words[v]);
         for (int m = 0; m < MT; ++m) {
-          static_for<P>([&](auto i) {
-            const __m512bh xb = (__m512bh)_mm512_set1_epi32(static_cast<int>(xr[m * ldx + i * 4 + j]));
-            constexpr int slot = (decltype(j)::value * P + decltype(i)::value) % A;
-            for (int v = 0; v < V; ++v) acc[m][v][slot] = _mm512_dpbf16_ps(acc[m][v][slot], wp[v], xb);
-          });
+          const __m512bh xb = (__m512bh)_mm512_set1_epi32(static_cast<int>(xr[m * ldx + j]));
+          for (int v = 0; v < V; ++v) acc[m][v][j % A] = _mm512_dpbf16_ps(acc[m][v][j % A], wp[v], xb);
         }
       });
     }
@@ -139,9 +121,9 @@ struct Bf16Gemv {
     }
   }
 
-  template <int P>
-  static void gemv_tile_parts(const Q4Layout& w, const Q4Activations& a, int64_t tile, const TensorView& out) {
-    const int64_t width = w.tile_width(tile), ldx = w.packed_rows / 8 * 4 * P;
+  static void gemv_tile(const Q4Layout& w, const Q4Activations& a, int64_t tile, const TensorView& out) {
+    if (!a.bf16_pairs) return VnniGemv::gemv_tile(w, a, tile, out);
+    const int64_t width = w.tile_width(tile), ldx = w.packed_rows / 8 * 4;
     const uint32_t* q = w.tile_qweight(tile);
     alignas(64) float y[kQ4GemvMaxRows * kQ4TileColumns] = {};
     const int64_t word_rows_total = w.packed_rows / 8;
@@ -150,7 +132,7 @@ struct Bf16Gemv {
       for (int64_t r0 = w.group_begin[g] / 8; r0 < group_end; r0 += kChunkWordRows) {
         const int64_t word_rows = std::min(kChunkWordRows, group_end - r0);
         for (int64_t m0 = 0; m0 < a.m; m0 += Avx512::kGemvRows) {
-          const uint32_t* x = a.xpairs.data() + m0 * ldx + r0 * 4 * P;
+          const uint32_t* x = a.xpairs.data() + m0 * ldx + r0 * 4;
           const float* xsum = a.xsum_chunk.data() + m0 * word_rows_total + r0;
           const int rows = static_cast<int>(std::min<int64_t>(Avx512::kGemvRows, a.m - m0));
           for (int64_t c0 = 0; c0 < width; c0 += kPass) {
@@ -163,22 +145,15 @@ struct Bf16Gemv {
             static_for<Avx512::kGemvRows>([&](auto mt) {
               static_for<Avx512::kVectors>([&](auto v) {
                 if (rows == mt + 1 && vectors == v + 1)
-                  gemv_group<P, mt + 1, v + 1>(qc, width, word_rows, x, ldx, xsum, word_rows_total, sc, zc,
-                                               last_valid, yc);
+                  gemv_group<mt + 1, v + 1>(qc, width, word_rows, x, ldx, xsum, word_rows_total, sc, zc, last_valid,
+                                            yc);
               });
             });
           }
         }
       }
     }
-    Avx512Kernels::store_tile(w, tile, y, kQ4TileColumns, a.m, out);
-  }
-
-  static void gemv_tile(const Q4Layout& w, const Q4Activations& a, int64_t tile, const TensorView& out) {
-    if (a.bf16_parts == 0) return Avx512Kernels::gemv_tile(w, a, tile, out);
-    static_for<2>([&](auto i) {
-      if (a.bf16_parts == i + 1) gemv_tile_parts<i + 1>(w, a, tile, out);
-    });
+    Avx512Kernels::store_tile(w, a, tile, y, kQ4TileColumns, out);
   }
 };
 

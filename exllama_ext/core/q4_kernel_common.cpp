@@ -1,6 +1,7 @@
 // Out-of-line helpers of the CPU q4 kernels, compiled without ISA flags (q4_kernel_common.h).
 #include "core/q4_kernel_common.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -59,6 +60,7 @@ void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_sca
   out.m = m_total;
   out.x.assign(static_cast<size_t>(m_total * w.packed_rows), 0.0f);
   out.xsum.assign(static_cast<size_t>(m_total * w.groups), 0.0f);
+  out.row_unscale.assign(static_cast<size_t>(m_total), 1.0f);
   // 2^-4j for j = p % 8 < 7 (exact power-of-two scaling), 1 for j = 7.
   float scale[8] = {1, 1, 1, 1, 1, 1, 1, 1};
   if (nibble_scaled)
@@ -66,13 +68,18 @@ void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_sca
   std::vector<float> row(static_cast<size_t>(w.k) + 1, 0.0f);  // row[K] = 0 stands for padding
   for (int64_t m = 0; m < m_total; ++m) {
     convert_row(x, m, row.data());
+    float largest = 0.0f;
+    for (int64_t k = 0; k < w.k; ++k) largest = std::max(largest, std::fabs(row[k]));
+    const bool tiny = largest > 0.0f && largest < 0x1p-64f;
+    if (tiny) out.row_unscale[m] = 0x1p-64f;
+    const float row_scale = tiny ? 0x1p64f : 1.0f;
     float* packed = out.x.data() + m * w.packed_rows;
     for (int64_t g = 0; g < w.groups; ++g) {
       float partial[8] = {};  // one sum per row of a word: 8 independent chains
       for (int64_t p0 = w.group_begin[g]; p0 < w.group_begin[g + 1]; p0 += 8) {
         for (int j = 0; j < 8; ++j) {
           const int32_t k = w.row_of_packed[p0 + j];
-          const float value = row[k < 0 ? w.k : k];
+          const float value = row[k < 0 ? w.k : k] * row_scale;
           partial[j] += value;
           packed[p0 + j] = value * scale[j];
         }

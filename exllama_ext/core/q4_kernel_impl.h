@@ -128,13 +128,16 @@ struct Q4Kernels {
     });
   }
 
-  // Adds bias, rounds to out's dtype and stores rows [0, M) of a tile's fp32 results.
-  static void store_tile(const Q4Layout& w, int64_t tile, const float* y, int64_t ldy, int64_t m_total,
+  // Undoes the row scaling (Q4Activations::row_unscale), adds bias, rounds to out's dtype and
+  // stores rows [0, M) of a tile's fp32 results.
+  static void store_tile(const Q4Layout& w, const Q4Activations& a, int64_t tile, const float* y, int64_t ldy,
                          const TensorView& out) {
     const int64_t width = w.tile_width(tile), col0 = tile * kQ4TileColumns;
     alignas(64) float row[kQ4TileColumns];
-    for (int64_t m = 0; m < m_total; ++m) {
-      for (int64_t c = 0; c < width; ++c) row[c] = y[m * ldy + c] + (w.bias.empty() ? 0.0f : w.bias[col0 + c]);
+    for (int64_t m = 0; m < a.m; ++m) {
+      const float unscale = a.row_unscale[m];
+      for (int64_t c = 0; c < width; ++c)
+        row[c] = y[m * ldy + c] * unscale + (w.bias.empty() ? 0.0f : w.bias[col0 + c]);
       char* dst = static_cast<char*>(out.data) + (m * out.strides[0] + col0) * dtype_size(out.dtype);
       store_row_f16c(row, width, out.dtype, dst);
     }
@@ -168,7 +171,7 @@ struct Q4Kernels {
         }
       }
     }
-    store_tile(w, tile, y, kQ4TileColumns, a.m, out);
+    store_tile(w, a, tile, y, kQ4TileColumns, out);
   }
 
   // Dequantizes packed rows [p0, p0 + rows) of a tile into wbuf [rows][kQ4TileColumns] fp32.
@@ -235,7 +238,7 @@ struct Q4Kernels {
         }
       }
     }
-    store_tile(w, tile, c, kQ4TileColumns, a.m, out);
+    store_tile(w, a, tile, c, kQ4TileColumns, out);
   }
 };
 

@@ -30,6 +30,7 @@ void tile_scalar(const Q4Layout& w, const Q4Activations& a, int64_t tile, const 
         for (int64_t p = w.group_begin[g]; p < w.group_begin[g + 1]; ++p)
           acc += x[p] * (s * static_cast<float>(packed_q(q, width, p, c) - z));
       }
+      acc *= a.row_unscale[m];
       y[c] = w.bias.empty() ? acc : acc + w.bias[col0 + c];
     }
     char* dst = static_cast<char*>(out.data) + (m * out.strides[0] + col0) * dtype_size(out.dtype);

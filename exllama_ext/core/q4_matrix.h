@@ -69,21 +69,29 @@ struct Q4Layout {
 };
 
 // Activations prepared once per call: x [M][K'] fp32 in packed row order (0 in padding
-// rows), and for the GEMV kernels also the per-group sums xsum [M][G] (fp32). The avx512bf16
-// GEMV also wants x as `bf16_parts` bf16 parts in pairs, xpairs [M][K'/8][parts][4], and
-// sums over chunks of groups, xsum_chunk [M][K'/8] (q4_kernel_avx512bf16.cpp).
+// rows), and for the GEMV kernels also the per-group sums xsum [M][G] (fp32). A row whose
+// largest |x| is under 2^-64 is stored times 2^64 (exact), so x * 2^-24 (the nibble-scaled
+// GEMV) and vdpbf16ps (no denormals) lose nothing; kernels multiply that row of y by
+// row_unscale [M] (2^-64, else 1). The VNNI GEMV
+// (`quantized`) wants x as integers per chunk instead, xq [M][K'/8][4] with xq_scale [M][K'/8]
+// (q4_kernel_avx512vnni.h); the avx512bf16 GEMV (`bf16_pairs`) x as bf16 pairs, xpairs
+// [M][K'/8][4], with sums over chunks of groups, xsum_chunk [M][K'/8] (q4_kernel_avx512bf16.cpp).
 struct Q4Activations {
   int64_t m = 0;
   std::vector<float> x;
   std::vector<float> xsum;
-  int bf16_parts = 0;
+  std::vector<float> row_unscale;
+  bool quantized = false;
+  std::vector<uint32_t> xq;
+  std::vector<float> xq_scale;
+  bool bf16_pairs = false;
   std::vector<uint32_t> xpairs;
   std::vector<float> xsum_chunk;
 };
 
 // One CPU kernel family (a row of the dispatch table in q4_cpu_kernels.cpp).
 struct Q4CpuKernel {
-  const char* name;  // "scalar", "avx2", "avx512", "avx512bf16"
+  const char* name;  // "scalar", "avx2", "avx512", "avx512vnni", "avx512bf16"
   // x [M, K] (any strides, fp16/bf16/fp32) -> prepared activations for gemv_tile
   // (for_gemv) or gemm_tile; each family decides what its kernels want (q4_kernel_impl.h).
   void (*prepare)(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out);
