@@ -62,7 +62,7 @@ struct VnniGemv {
     Avx512Kernels::prepare(w, x, for_gemv, out);
   }
 
-  // Exponent e and 2^e of a chunk whose largest |x| is `largest` (finite, > 0): the smallest e
+  // Exponent e of a chunk whose largest |x| is `largest` (finite, > 0): the smallest e
   // with largest * 2^-e < 32639.5, so largest * 2^-e lies in [16319.75, 32639.5).
   static int chunk_exponent(float largest) {
     uint32_t bits;
