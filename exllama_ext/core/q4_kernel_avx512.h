@@ -35,14 +35,15 @@ struct Avx512 {
   static F load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, F v) { _mm512_storeu_ps(p, v); }
   static F load_scales(const uint16_t* p, Mask m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
-  // Zero nibbles of `valid` (8 or 16) columns: byte i of the unpacked vector = nibble i.
+  // Zero nibbles of `valid` columns (16, or <= 8: then only the first word is read) -> fp32.
   static F load_zeros(const uint32_t* words, int valid) {
-    uint64_t bits = words[0];
-    if (valid > 8) bits |= static_cast<uint64_t>(words[1]) << 32;
-    const __m128i packed = _mm_cvtsi64_si128(static_cast<long long>(bits));
-    const __m128i low = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
-    const __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
-    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(low, high)));
+    const __m128i bits = valid > 8 ? _mm_loadl_epi64(reinterpret_cast<const __m128i*>(words))
+                                   : _mm_cvtsi32_si128(static_cast<int>(words[0]));
+    // lane i: word i / 8, shifted right by 4 (i % 8)
+    const I word = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                                            _mm512_castsi128_si512(bits));
+    const I shift = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+    return _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(word, shift), _mm512_set1_epi32(0xF)));
   }
 };
 

@@ -139,17 +139,6 @@ struct VnniGemv {
     }
   }
 
-  // 16 zero nibbles (8 bytes at `words`; `valid` <= 8 reads only the first word) -> fp32.
-  static __m512 load_zeros(const uint32_t* words, int valid) {
-    const __m128i bits = valid > 8 ? _mm_loadl_epi64(reinterpret_cast<const __m128i*>(words))
-                                   : _mm_cvtsi32_si128(static_cast<int>(words[0]));
-    // lane i: word i / 8, shifted right by 4 (i % 8)
-    const __m512i word = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-                                                  _mm512_castsi128_si512(bits));
-    const __m512i shift = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
-    return _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(word, shift), _mm512_set1_epi32(0xF)));
-  }
-
   // Word rows [r0, r0 + rows) (one chunk) of MT rows of x on V vectors of columns: t += 2^e sum q xi.
   template <int MT, int V, int kRows>
   static void chunk(const uint32_t* q, int64_t width, int64_t r0, int rows, const uint32_t* xq, const float* scale,
@@ -213,7 +202,7 @@ struct VnniGemv {
         chunk<MT, V, 0>(q, width, r0, static_cast<int>(r_end - r0), xq, chunk_scale, word_rows_total, last, t);
       for (int v = 0; v < V; ++v) {
         const __m512 s = Avx512::load_scales(scales + g * width + v * L, v == V - 1 ? last : Avx512::mask(L));
-        const __m512 z = load_zeros(zeros + g * (width / 8) + v * L / 8, v == V - 1 ? last_valid : L);
+        const __m512 z = Avx512::load_zeros(zeros + g * (width / 8) + v * L / 8, v == V - 1 ? last_valid : L);
         for (int m = 0; m < MT; ++m)
           acc[m][v] = _mm512_fmadd_ps(s, _mm512_fnmadd_ps(z, _mm512_set1_ps(xsum[m * w.groups + g]), t[m][v]),
                                       acc[m][v]);
