@@ -2,8 +2,8 @@
 // VNNI one (q4_kernel_avx512vnni.h; CPUs with AVX512_BF16 all have AVX512_VNNI) and the GEMM is
 // the avx512 family's. Measured on Zen 5, one core (4096x1024, M = 8): vdpbf16ps on exact bf16
 // x does 1.2x the products per second of vpdpbusd on x in 2 parts, so it wins where several rows
-// of x share each unpacked weight; at M = 1 the VNNI GEMV wins (1.1x to 1.25x), as it does for
-// fp16 x, which bf16 could only take in 2 parts.
+// of x share each unpacked weight; at M = 1 the VNNI GEMV wins (1.1x), as it does for fp16 x
+// at any M (1.3x at M = 1 over vdpbf16ps on fp16 x split into 2 bf16 parts).
 //
 // Weights go straight from the packed word to bf16 pairs. Word w of column c holds packed
 // rows 8r..8r+7 (row 8r+j at bits 4j); for j < 4
@@ -43,15 +43,14 @@ struct Bf16Gemv {
   }
 
   static void prepare(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out) {
-    out.bf16_pairs = for_gemv && x.dtype == DType::bfloat16 && x.shape[0] >= 2;
-    if (!out.bf16_pairs) return VnniGemv::prepare(w, x, for_gemv, out);
+    if (!(for_gemv && x.dtype == DType::bfloat16 && x.shape[0] >= 2)) return VnniGemv::prepare(w, x, for_gemv, out);
     Avx512Kernels::prepare(w, x, false, out);  // fp32 x, not nibble-scaled
-    out.quantized = false;
     prepare_pairs(w, out);
   }
 
   // a.x -> a.xpairs and a.xsum_chunk, two word rows (16 x) at a time.
   static void prepare_pairs(const Q4Layout& w, Q4Activations& a) {
+    a.form = Q4Activations::Form::bf16_pairs;
     const int64_t word_rows = w.packed_rows / 8, ldx = word_rows * 4;
     a.xpairs.resize(static_cast<size_t>(a.m * ldx));
     a.xsum_chunk.assign(static_cast<size_t>(a.m * word_rows), 0.0f);
@@ -66,7 +65,8 @@ struct Bf16Gemv {
         const __m256i bits = (__m256i)_mm512_cvtneps_pbh(values);  // exact: x came from bf16
         const __m256i ordered = _mm256_permutexvar_epi16(pair_order, bits);
         _mm_storeu_si128(reinterpret_cast<__m128i*>(pairs + r * 4), _mm256_castsi256_si128(ordered));
-        if (two) _mm_storeu_si128(reinterpret_cast<__m128i*>(pairs + (r + 1) * 4), _mm256_extracti128_si256(ordered, 1));
+        if (two)
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(pairs + (r + 1) * 4), _mm256_extracti128_si256(ordered, 1));
       }
       for (int64_t g = 0; g < w.groups; ++g) {
         const int64_t group_end = w.group_begin[g + 1] / 8;
@@ -122,7 +122,7 @@ struct Bf16Gemv {
   }
 
   static void gemv_tile(const Q4Layout& w, const Q4Activations& a, int64_t tile, const TensorView& out) {
-    if (!a.bf16_pairs) return VnniGemv::gemv_tile(w, a, tile, out);
+    if (a.form != Q4Activations::Form::bf16_pairs) return VnniGemv::gemv_tile(w, a, tile, out);
     const int64_t width = w.tile_width(tile), ldx = w.packed_rows / 8 * 4;
     const uint32_t* q = w.tile_qweight(tile);
     alignas(64) float y[kQ4GemvMaxRows * kQ4TileColumns] = {};

@@ -57,8 +57,7 @@ struct VnniGemv {
   }
 
   static void prepare(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out) {
-    out.quantized = for_gemv && quantizes(x);
-    if (out.quantized) return quantize(w, x, out);
+    if (for_gemv && quantizes(x)) return quantize(w, x, out);
     Avx512Kernels::prepare(w, x, for_gemv, out);
   }
 
@@ -87,6 +86,7 @@ struct VnniGemv {
   // (<= 32 packed rows) at a time gathered into packed order and rounded to integers.
   static void quantize(const Q4Layout& w, const TensorView& x, Q4Activations& a) {
     const int64_t word_rows = w.packed_rows / 8;
+    a.form = Q4Activations::Form::chunk_integers;
     a.m = x.shape[0];
     a.xq.resize(static_cast<size_t>(a.m * word_rows * 4));
     a.xq_scale.assign(static_cast<size_t>(a.m * word_rows), 0.0f);
@@ -226,7 +226,7 @@ struct VnniGemv {
   }
 
   static void gemv_tile(const Q4Layout& w, const Q4Activations& a, int64_t tile, const TensorView& out) {
-    if (!a.quantized) return Avx512Kernels::gemv_tile(w, a, tile, out);
+    if (a.form != Q4Activations::Form::chunk_integers) return Avx512Kernels::gemv_tile(w, a, tile, out);
     alignas(64) float y[kQ4GemvMaxRows * kQ4TileColumns];
     for (int64_t m0 = 0; m0 < a.m; m0 += kRowsPerPass) {
       const int rows = static_cast<int>(std::min<int64_t>(kRowsPerPass, a.m - m0));

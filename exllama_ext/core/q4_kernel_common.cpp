@@ -57,6 +57,7 @@ void store_row_scalar(const float* src, int64_t count, DType dtype, void* dst) {
 void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_scaled, ConvertRowFn convert_row,
                          Q4Activations& out) {
   const int64_t m_total = x.shape[0];
+  out.form = Q4Activations::Form::packed_fp32;
   out.m = m_total;
   out.x.assign(static_cast<size_t>(m_total * w.packed_rows), 0.0f);
   out.xsum.assign(static_cast<size_t>(m_total * w.groups), 0.0f);

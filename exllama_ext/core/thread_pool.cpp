@@ -25,15 +25,11 @@ int default_threads() { return std::max(1u, std::thread::hardware_concurrency())
 // own) are not starved. Decode calls come back to back well within kSpin.
 constexpr auto kSpin = std::chrono::microseconds(500);
 
-// Polls `ready` until it returns true or kSpin has passed; returns its last value.
+// Polls `ready` until it returns true or kSpin has passed.
 template <class Ready>
-bool poll_briefly(Ready ready) {
+void poll_briefly(Ready ready) {
   const auto deadline = std::chrono::steady_clock::now() + kSpin;
-  for (;;) {
-    if (ready()) return true;
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::yield();
-  }
+  while (!ready() && std::chrono::steady_clock::now() <= deadline) std::this_thread::yield();
 }
 
 // Workers sleep on `wake` until `generation` changes (after polling for it, see kSpin), run
@@ -51,7 +47,8 @@ class ThreadPool {
     stop_workers();
     stopping_ = false;
     // New workers wait for the next job, not the last finished one.
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, seen = generation_.load()] { worker_loop(i, seen); });
+    for (int i = 1; i < threads; ++i)
+      workers_.emplace_back([this, i, seen = generation_.load()] { worker_loop(i, seen); });
   }
 
   void run(int64_t tasks, const std::function<void(int64_t, int64_t)>& body) {
