@@ -44,6 +44,18 @@ def check_forward(w, tensors, checkpoint_format, dtype, rng, device="cpu", rows=
         assert error <= ref.TOLERANCE[dtype], f"M={m} {dtype}: relative error {error:.3g}"
 
 
+def act_order_matrix(device, tensors):
+    """The matrix on `device` and its float64 weight, from `tensors` (random_gptq's output)."""
+    return pntk.Q4Matrix.from_gptq(**on(device, tensors)), ref.dequantize(**tensors)
+
+
+def error_and_output_rounding(w, w64, x, device):
+    """Relative error of w(x) against float64, and that of rounding the exact y once to x's dtype."""
+    expected = ref.matmul(x, w64)
+    rounding = ref.relative_error(torch.from_numpy(expected).to(x.dtype), expected)
+    return ref.relative_error(w(x.to(device)).cpu(), expected), rounding
+
+
 @pytest.mark.parametrize("checkpoint_format", ["gptq", "gptq_v2"])
 @pytest.mark.parametrize("group_size", [32, 64, 128, 24, -1])  # 24: a divisor of K that is no power of 2
 @pytest.mark.parametrize("act_order", [False, True])
@@ -133,15 +145,12 @@ def test_fp16_partial_sums_that_would_overflow(device, rows, rng):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_gemv_error_is_the_output_rounding(device, dtype, rng):
     # fp16 / bf16 x are exact in fp32, so the GEMV's error is its one rounding of y to dtype plus
-    # fp32 sums: a kernel that rounded x (e.g. fp16 x to bf16, ~1e-3) fails this, not TOLERANCE.
-    tensors = ref.random_gptq(K, N, 3, rng, act_order=True)
-    w = pntk.Q4Matrix.from_gptq(**on(device, tensors))
-    w64 = ref.dequantize(**tensors)
+    # fp32 sums (plus, for the VNNI GEMV, its 15-16-bit x: about 2e-5 here, see the outlier test):
+    # a kernel that rounded x (e.g. fp16 x to bf16, ~1e-3) fails this, not TOLERANCE.
+    w, w64 = act_order_matrix(device, ref.random_gptq(K, N, 3, rng, act_order=True))
     for m in (1, 2, 8):
         x = torch.from_numpy(rng.standard_normal((m, K)).astype(np.float32)).to(dtype)
-        expected = ref.matmul(x, w64)
-        rounding = ref.relative_error(torch.from_numpy(expected).to(dtype), expected)
-        error = ref.relative_error(w(x.to(device)).cpu(), expected)
+        error, rounding = error_and_output_rounding(w, w64, x, device)
         assert error <= 1.1 * rounding + 1e-5, f"M={m}: relative error {error:.3g}, output rounding {rounding:.3g}"
 
 
@@ -151,18 +160,14 @@ def test_gemv_error_with_outliers_in_x(device, dtype, rng):
     # block loses the small values beside an outlier: the VNNI GEMV keeps 15-16 bits per 32 rows
     # (error <= max|x| / 32640 each, 4.6e-3 next to an outlier of 150), which stays within
     # 2^-13 of |y| here; int8 x (8 bits) or x rounded to bf16 (~1e-3) would not.
-    tensors = ref.random_gptq(K, N, 3, rng, act_order=True)
-    w = pntk.Q4Matrix.from_gptq(**on(device, tensors))
-    w64 = ref.dequantize(**tensors)
+    w, w64 = act_order_matrix(device, ref.random_gptq(K, N, 3, rng, act_order=True))
     for m in (1, 2, 8):
         for outliers in (6, 1):
             x = rng.standard_normal((m, K))
             where = rng.choice(K, size=outliers, replace=False)
             x[:, where] *= rng.uniform(50, 150, size=outliers) * rng.choice([-1, 1], size=outliers)
             x = torch.from_numpy(x.astype(np.float32)).to(dtype)
-            expected = ref.matmul(x, w64)
-            rounding = ref.relative_error(torch.from_numpy(expected).to(dtype), expected)
-            error = ref.relative_error(w(x.to(device)).cpu(), expected)
+            error, rounding = error_and_output_rounding(w, w64, x, device)
             assert error <= 1.1 * rounding + 2.0**-13, (
                 f"M={m}, {outliers} outliers: relative error {error:.3g}, output rounding {rounding:.3g}")
 
@@ -170,9 +175,7 @@ def test_gemv_error_with_outliers_in_x(device, dtype, rng):
 @pytest.mark.parametrize("scale", [2.0**-120, 2.0**100])
 def test_bf16_activations_at_the_ends_of_the_exponent_range(device, scale, rng):
     # bf16 has fp32's exponent range: integer or scaled kernels must not overflow or flush.
-    tensors = ref.random_gptq(K, N, 3, rng, act_order=True)
-    w = pntk.Q4Matrix.from_gptq(**on(device, tensors))
-    w64 = ref.dequantize(**tensors)
+    w, w64 = act_order_matrix(device, ref.random_gptq(K, N, 3, rng, act_order=True))
     for m in (1, 3, 17):
         x = (torch.from_numpy(rng.standard_normal((m, K)).astype(np.float32)) * scale).to(torch.bfloat16)
         y = w(x.to(device)).cpu()
@@ -185,8 +188,7 @@ def test_bf16_denormal_activations_are_not_flushed(device, rng):
     # outputs (~2^-110) are normal bf16 numbers, so a kernel that flushed x would return 0.
     tensors = ref.random_gptq(K, N, 3, rng, act_order=True)
     tensors["scales"] = torch.from_numpy(rng.uniform(2.0**14, 2.0**15, size=tensors["scales"].shape).astype(np.float16))
-    w = pntk.Q4Matrix.from_gptq(**on(device, tensors))
-    w64 = ref.dequantize(**tensors)
+    w, w64 = act_order_matrix(device, tensors)
     for m in (1, 3, 17):
         x = (torch.from_numpy(rng.standard_normal((m, K)).astype(np.float32)) * 2.0**-130).to(torch.bfloat16)
         assert (x.float().abs() < 2.0**-126).all() and (x != 0).any()
@@ -199,9 +201,7 @@ def test_bf16_denormal_activations_are_not_flushed(device, rng):
 def test_non_finite_activations_give_non_finite_rows(device, bad, dtype, rng):
     # A NaN or Inf in row 1 of x must show in row 1 of y (no integer path may swallow it), and
     # leave the other rows exact.
-    tensors = ref.random_gptq(K, N, 3, rng, act_order=True)
-    w = pntk.Q4Matrix.from_gptq(**on(device, tensors))
-    w64 = ref.dequantize(**tensors)
+    w, w64 = act_order_matrix(device, ref.random_gptq(K, N, 3, rng, act_order=True))
     for m in (3, 17):
         x = torch.from_numpy(rng.standard_normal((m, K)).astype(np.float32)).to(dtype)
         x[1, rng.integers(K)] = bad
