@@ -14,4 +14,14 @@ int get_num_threads();
 // An exception thrown by a range is rethrown in the caller after the others finish.
 void parallel_for(int64_t tasks, const std::function<void(int64_t begin, int64_t end)>& body);
 
+// The CPU the calling thread runs on; -1 where the OS does not say.
+int current_cpu();
+
+// Moves the calling thread off `cpu` (when its affinity allows another CPU) and restores its
+// affinity; the thread stays where it landed. A worker that finds itself on the CPU of the
+// thread that handed it the job calls this: on a 2-vCPU VM the scheduler often woke a worker
+// there and left it there while both polled, so the two took turns on one core and half the
+// calls of some runs went at one thread's speed (the worker started 300 us late).
+void leave_cpu(int cpu);
+
 }  // namespace pntk

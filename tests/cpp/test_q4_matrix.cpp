@@ -3,6 +3,7 @@
 // and validation errors that name the tensor.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <random>
 #include <stdexcept>
@@ -10,6 +11,10 @@
 #include "core/float_round.h"
 #include "core/q4_matrix.h"
 #include "core/thread_pool.h"
+
+#ifdef __linux__
+#include <sched.h>
+#endif
 
 namespace pntk {
 namespace {
@@ -109,6 +114,33 @@ TEST(ThreadPool, CoversEveryTaskOnce) {
   set_num_threads(threads);
   EXPECT_THROW(set_num_threads(0), std::invalid_argument);
 }
+
+TEST(ThreadPool, CoversEveryTaskOnceWithManyTasks) {  // guided chunks down to one task
+  const int threads = get_num_threads();
+  set_num_threads(2);
+  for (int64_t tasks : {2, 3, 9, 1000}) {
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(tasks));
+    parallel_for(tasks, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) hits[static_cast<size_t>(i)]++;
+    });
+    for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+  }
+  set_num_threads(threads);
+}
+
+#ifdef __linux__
+TEST(ThreadPool, LeaveCpuMovesTheThreadAndRestoresItsAffinity) {
+  cpu_set_t before;
+  ASSERT_EQ(sched_getaffinity(0, sizeof before, &before), 0);
+  const int cpu = current_cpu();
+  if (cpu < 0 || CPU_COUNT(&before) < 2) GTEST_SKIP() << "needs at least 2 CPUs in this thread's affinity";
+  leave_cpu(cpu);
+  EXPECT_NE(current_cpu(), cpu);
+  cpu_set_t after;
+  ASSERT_EQ(sched_getaffinity(0, sizeof after, &after), 0);
+  EXPECT_TRUE(CPU_EQUAL(&before, &after));
+}
+#endif
 
 }  // namespace
 }  // namespace pntk
