@@ -9,7 +9,7 @@ the speed-up over torch's dense bf16 and fp32 matmul of the same shape (copies r
 Then the GEMM path (M = 64, 256) against torch's dense fp32 matmul of the dequantized weight,
 and a cache-hot case: K=14336, N=4096, M=1, group 32, act-order, one weight copy.
 
-    python scripts/bench_q4_cpu.py [--threads N] [--kernel avx512bf16|avx512vnni|avx512|avx2|scalar] [--min-mb 320]
+    python scripts/bench_q4_cpu.py [--threads N] [--kernel avx512bf16|avx512|avx2|scalar] [--min-mb 320]
                                    [--dtype float16|bfloat16]
 """
 import argparse

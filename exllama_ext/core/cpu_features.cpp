@@ -15,8 +15,7 @@ CpuFeatures detect() {
   features.avx512 = features.avx2_fma_f16c && __builtin_cpu_supports("avx512f") &&
                     __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                     __builtin_cpu_supports("avx512dq");
-  features.avx512_vnni = features.avx512 && __builtin_cpu_supports("avx512vnni");
-  features.avx512_bf16 = features.avx512_vnni && __builtin_cpu_supports("avx512bf16");
+  features.avx512_bf16 = features.avx512 && __builtin_cpu_supports("avx512bf16");
 #endif
   return features;
 }

@@ -9,7 +9,7 @@
 namespace pntk {
 
 namespace q4 {
-extern const Q4CpuKernel kQ4KernelScalar, kQ4KernelAvx2, kQ4KernelAvx512, kQ4KernelAvx512Bf16, kQ4KernelAvx512Vnni;
+extern const Q4CpuKernel kQ4KernelScalar, kQ4KernelAvx2, kQ4KernelAvx512, kQ4KernelAvx512Bf16;
 }
 
 namespace {
@@ -24,7 +24,6 @@ std::atomic<const Q4CpuKernel*>& selected() {
 std::vector<const Q4CpuKernel*> q4_cpu_kernels() {
   std::vector<const Q4CpuKernel*> kernels;
   if (cpu_features().avx512_bf16) kernels.push_back(&q4::kQ4KernelAvx512Bf16);
-  if (cpu_features().avx512_vnni) kernels.push_back(&q4::kQ4KernelAvx512Vnni);
   if (cpu_features().avx512) kernels.push_back(&q4::kQ4KernelAvx512);
   if (cpu_features().avx2_fma_f16c) kernels.push_back(&q4::kQ4KernelAvx2);
   kernels.push_back(&q4::kQ4KernelScalar);

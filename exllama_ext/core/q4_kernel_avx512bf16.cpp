@@ -1,9 +1,10 @@
-// AVX-512 BF16 q4 kernels: for bf16 x with M >= 2, a GEMV on vdpbf16ps; every other GEMV is the
-// VNNI one (q4_kernel_avx512vnni.h; CPUs with AVX512_BF16 all have AVX512_VNNI) and the GEMM is
-// the avx512 family's. Measured on Zen 5, one core (4096x1024, M = 8): vdpbf16ps on exact bf16
-// x does 1.2x the products per second of vpdpbusd on x in 2 parts, so it wins where several rows
-// of x share each unpacked weight; at M = 1 the VNNI GEMV wins (1.1x), as it does for fp16 x
-// at any M (1.3x at M = 1 over vdpbf16ps on fp16 x split into 2 bf16 parts).
+// AVX-512 BF16 q4 kernels: for bf16 x, a GEMV on vdpbf16ps; fp16 and fp32 x take the avx512
+// family's fp32-FMA GEMV, and every GEMM is the avx512 family's. Measured on Zen 5 (2 cores,
+// weights streamed from memory, act-order, fp16 out of bf16 x): at M = 1 both GEMVs read at
+// 84-90% of the measured bandwidth; at M = 8 vdpbf16ps does 1.6-1.8x the fp32 FMAs (there the
+// GEMV is compute-bound). fp16 x would need 2 bf16 parts, which gains nothing over fp32 FMAs.
+// (A GEMV on vpdpbusd, x in 2 s8 parts, ran 1.5x the fp32 FMAs on cache-resident weights but
+// read memory at only 70-80% of the bandwidth at M = 1 and 40-50% at M = 2, so it was removed.)
 //
 // Weights go straight from the packed word to bf16 pairs. Word w of column c holds packed
 // rows 8r..8r+7 (row 8r+j at bits 4j); for j < 4
@@ -22,11 +23,13 @@
 // acc = sum_p x[p] (1 + q[p]/16) and xsum = sum_p x[p] over the chunk:
 //   y[m, n] += s[g, n] * (16 acc - (16 + z[g, n]) xsum)  =  s * sum_p x[p] (q[p] - z)
 // Q4Activations::xsum_chunk [M][K'/8] holds xsum at the chunk's first word row (0 elsewhere).
-#include "core/q4_kernel_avx512vnni.h"
+#include "core/q4_kernel_avx512.h"
 
 namespace pntk::q4 {
 
 namespace {
+
+using Avx512Kernels = Q4Kernels<Avx512>;
 
 struct Bf16Gemv {
   static constexpr int L = Avx512::kLanes;
@@ -43,7 +46,7 @@ struct Bf16Gemv {
   }
 
   static void prepare(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out) {
-    if (!(for_gemv && x.dtype == DType::bfloat16 && x.shape[0] >= 2)) return VnniGemv::prepare(w, x, for_gemv, out);
+    if (!(for_gemv && x.dtype == DType::bfloat16)) return Avx512Kernels::prepare(w, x, for_gemv, out);
     Avx512Kernels::prepare(w, x, false, out);  // fp32 x, not nibble-scaled
     prepare_pairs(w, out);
   }
@@ -122,7 +125,7 @@ struct Bf16Gemv {
   }
 
   static void gemv_tile(const Q4Layout& w, const Q4Activations& a, int64_t tile, const TensorView& out) {
-    if (a.form != Q4Activations::Form::bf16_pairs) return VnniGemv::gemv_tile(w, a, tile, out);
+    if (a.form != Q4Activations::Form::bf16_pairs) return Avx512Kernels::gemv_tile(w, a, tile, out);
     const int64_t width = w.tile_width(tile), ldx = w.packed_rows / 8 * 4;
     const uint32_t* q = w.tile_qweight(tile);
     alignas(64) float y[kQ4GemvMaxRows * kQ4TileColumns] = {};

@@ -68,32 +68,28 @@ struct Q4Layout {
   const uint32_t* tile_zeros(int64_t tile) const { return zeros.data() + zeros_offset(tile); }
 };
 
-// Activations prepared once per call, in one of three forms (`form`):
+// Activations prepared once per call, in one of two forms (`form`):
 // - packed_fp32: x [M][K'] fp32 in packed row order (0 in padding rows), and for the GEMV
 //   kernels also the per-group sums xsum [M][G] (fp32). A row whose largest |x| is under
 //   2^-64 is stored times 2^64 (exact), so x * 2^-24 (the nibble-scaled GEMV) and vdpbf16ps
 //   (no denormals) lose nothing; kernels multiply that row of y by row_unscale [M] (2^-64,
 //   else 1).
-// - chunk_integers (the VNNI GEMV, q4_kernel_avx512vnni.h): x as integers per chunk, xq
-//   [M][K'/8][4] with xq_scale [M][K'/8], xsum [M][G], row_unscale all 1.
 // - bf16_pairs (the avx512bf16 GEMV, q4_kernel_avx512bf16.cpp): packed_fp32 plus x as bf16
 //   pairs, xpairs [M][K'/8][4], with sums over chunks of groups, xsum_chunk [M][K'/8].
 struct Q4Activations {
-  enum class Form { packed_fp32, chunk_integers, bf16_pairs };
+  enum class Form { packed_fp32, bf16_pairs };
   Form form = Form::packed_fp32;
   int64_t m = 0;
   std::vector<float> x;
   std::vector<float> xsum;
   std::vector<float> row_unscale;
-  std::vector<uint32_t> xq;
-  std::vector<float> xq_scale;
   std::vector<uint32_t> xpairs;
   std::vector<float> xsum_chunk;
 };
 
 // One CPU kernel family (a row of the dispatch table in q4_cpu_kernels.cpp).
 struct Q4CpuKernel {
-  const char* name;  // "scalar", "avx2", "avx512", "avx512vnni", "avx512bf16"
+  const char* name;  // "scalar", "avx2", "avx512", "avx512bf16"
   // x [M, K] (any strides, fp16/bf16/fp32) -> prepared activations for gemv_tile
   // (for_gemv) or gemm_tile; each family decides what its kernels want (q4_kernel_impl.h).
   void (*prepare)(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out);

@@ -33,7 +33,7 @@ def get_num_threads() -> int:
 
 
 def cpu_kernels() -> list:
-    """CPU kernel families this CPU can run, best first (e.g. ['avx512bf16', 'avx512vnni', 'avx512', 'avx2', 'scalar'])."""
+    """CPU kernel families this CPU can run, best first (e.g. ['avx512bf16', 'avx512', 'avx2', 'scalar'])."""
     return list(_core.q4_cpu_kernels())
 
 
