@@ -4,8 +4,10 @@
 For M = 1 and 8 at the Llama-2 shapes, group 32 and 128 (act-order g_idx, fp16 or bf16 activations),
 with enough weight copies rotated to exceed the L3 (--min-mb, default 320 MB > a 300 MB L3):
 time per call, effective GB/s (bytes of qweight + scales + zeros + x + y per call), percent
-of the read bandwidth measured here (a multithreaded streaming sum over a 1 GiB buffer), and
-the speed-up over torch's dense bf16 and fp32 matmul of the same shape (copies rotated too).
+of the read bandwidth measured here (a multithreaded streaming sum over a 1 GiB buffer, timed
+just before each batch of q4 calls: the ratio is taken round by round, as the bandwidth a shared
+machine gives drifts within seconds), and the speed-up over torch's dense bf16 and fp32 matmul
+of the same shape (copies rotated too).
 Then the GEMM path (M = 64, 256) against torch's dense fp32 matmul of the dequantized weight,
 and a cache-hot case: K=14336, N=4096, M=1, group 32, act-order, one weight copy.
 
@@ -14,6 +16,7 @@ and a cache-hot case: K=14336, N=4096, M=1, group 32, act-order, one weight copy
 """
 import argparse
 import math
+import mmap
 import os
 import time
 
@@ -47,22 +50,49 @@ def timed(fn, calls_per_batch, batches=5):
     return min(samples)
 
 
+def transparent_huge_pages():
+    """The kernel's THP mode ("always", "madvise" or "never"), or "unknown"."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return "unknown"
+
+
 class ReadBandwidth:
-    """GB/s of a multithreaded streaming sum (torch's parallel reduction) over 1 GiB, measured
-    before the first shape and after every shape. A shape's rows are compared with the higher
-    of the measurements just before and just after it: on a shared machine the bandwidth
-    available drifts during the run, and the higher figure is the conservative choice."""
+    """GB/s of a multithreaded streaming sum (torch's parallel reduction) over 1 GiB. The buffer
+    asks for transparent huge pages, as pntk's packed weights do (core/huge_pages.h), so both
+    sides of the ratio read memory the same way (a sum on 4 KiB pages reads 5-15% slower here)."""
 
     def __init__(self):
-        self.buffer = torch.ones(2**30 // 4, dtype=torch.float32)
-        self.samples = []
+        nbytes = 2**30
+        self.mapping = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if hasattr(mmap, "MADV_HUGEPAGE"):
+            self.mapping.madvise(mmap.MADV_HUGEPAGE)
+        self.buffer = torch.frombuffer(self.mapping, dtype=torch.float32, count=nbytes // 4)
+        self.buffer.fill_(1.0)
 
     def measure(self):
-        seconds = timed(lambda i: self.buffer.sum(), 1, batches=7)
-        self.samples.append(self.buffer.numel() * 4 / seconds / 1e9)
+        seconds = timed(lambda i: self.buffer.sum(), 1, batches=3)
+        return self.buffer.numel() * 4 / seconds / 1e9
 
-    def around(self, shape_index):
-        return max(self.samples[shape_index], self.samples[shape_index + 1])
+
+def median(values):
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def timed_beside_bandwidth(fn, calls_per_batch, nbytes, bandwidth, rounds=5):
+    """`rounds` times: the read bandwidth, then the best of 2 batches of fn. Returns the median
+    seconds per call, the median bandwidth and the median and range of the per-round ratio of
+    fn's GB/s (nbytes per call) to the bandwidth measured just before it."""
+    seconds, bandwidths, ratios = [], [], []
+    for _ in range(rounds):
+        bandwidths.append(bandwidth.measure())
+        seconds.append(timed(fn, calls_per_batch, batches=2))
+        ratios.append(nbytes / seconds[-1] / 1e9 / bandwidths[-1])
+    return median(seconds), median(bandwidths), median(ratios), (min(ratios), max(ratios))
 
 
 def random_q4(k, n, group_size, generator):
@@ -103,13 +133,13 @@ def main():
     bandwidth = ReadBandwidth()
     print(f"pntk {pntk.__version__}, cpu_kernel {pntk._core.q4_cpu_kernel()}, threads {q4.get_num_threads()} "
           f"(torch {torch.get_num_threads()}), cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
-    print(f"working set per case >= {args.min_mb:.0f} MB (weight copies rotated); activations {args.dtype}; act-order g_idx")
+    print(f"working set per case >= {args.min_mb:.0f} MB (weight copies rotated); activations {args.dtype}; act-order g_idx; "
+          f"transparent huge pages: {transparent_huge_pages()}")
     print()
     rows = []
     header = (f"{'shape':<12} {'K':>6} {'N':>6} {'g':>4} {'M':>2} {'copies':>6} {'q4 ms':>8} {'GB/s':>6} {'bw GB/s':>7} "
-              f"{'%bw':>5} {'bf16 ms':>8} {'x bf16':>7} {'fp32 ms':>8} {'x fp32':>7}")
-    bandwidth.measure()
-    for shape_index, (label, k, n) in enumerate(LLAMA2_SHAPES):
+              f"{'%bw':>5} {'(range)':>9} {'bf16 ms':>8} {'x bf16':>7} {'fp32 ms':>8} {'x fp32':>7}")
+    for label, k, n in LLAMA2_SHAPES:
         dense = {}
         for dtype in (torch.bfloat16, torch.float32):
             weight_bytes = k * n * torch.finfo(dtype).bits // 8
@@ -123,21 +153,22 @@ def main():
             mats = [random_q4(k, n, group_size, generator) for _ in range(copies)]
             for m in (1, 8):
                 x = torch.randn(m, k, generator=generator).to(x_dtype)
-                seconds = timed(lambda i: mats[i % copies](x), copies)
-                rows.append((shape_index, label, k, n, group_size, m, copies, seconds,
+                measured = timed_beside_bandwidth(lambda i: mats[i % copies](x), copies,
+                                                  q4_bytes(k, n, group_size, m), bandwidth)
+                rows.append((label, k, n, group_size, m, copies, *measured,
                              dense[torch.bfloat16, m], dense[torch.float32, m]))
             del mats
-        bandwidth.measure()
-    print(f"read bandwidth (streaming sum over 1 GiB, {torch.get_num_threads()} threads), GB/s, before each shape "
-          f"and after the last: {', '.join(f'{b:.1f}' for b in bandwidth.samples)}")
+    print(f"read bandwidth: a streaming sum over 1 GiB on {torch.get_num_threads()} threads; per row the median of "
+          f"5 rounds, each a bandwidth sample just before the best of 2 batches of q4 calls; %bw is the median of "
+          f"the rounds' ratios (range: lowest-highest)")
     print()
     print(header)
     print("-" * len(header))
-    for shape_index, label, k, n, group_size, m, copies, seconds, bf16, fp32 in rows:
+    for label, k, n, group_size, m, copies, seconds, bw, ratio, (low, high), bf16, fp32 in rows:
         gbs = q4_bytes(k, n, group_size, m) / seconds / 1e9
-        bw = bandwidth.around(shape_index)
         print(f"{label:<12} {k:>6} {n:>6} {group_size:>4} {m:>2} {copies:>6} {seconds * 1e3:>8.3f} {gbs:>6.1f} {bw:>7.1f} "
-              f"{100 * gbs / bw:>4.0f}% {bf16 * 1e3:>8.3f} {bf16 / seconds:>6.1f}x {fp32 * 1e3:>8.3f} {fp32 / seconds:>6.1f}x")
+              f"{100 * ratio:>4.0f}% {f'{100 * low:.0f}-{100 * high:.0f}%':>9} {bf16 * 1e3:>8.3f} {bf16 / seconds:>6.1f}x "
+              f"{fp32 * 1e3:>8.3f} {fp32 / seconds:>6.1f}x")
 
     print()
     print("GEMM path (M > 16): q4 vs torch fp32 matmul of the dequantized weight (one copy each)")

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "core/huge_pages.h"
 #include "core/tensor_view.h"
 
 namespace pntk {
@@ -53,9 +54,9 @@ struct Q4Layout {
   int64_t packed_rows = 0;               // K' >= K, a multiple of 8
   std::vector<int32_t> row_of_packed;    // [K'] original row of each packed row, -1 for padding
   std::vector<int64_t> group_begin;      // [G+1] first packed row of each group (multiples of 8)
-  std::vector<uint32_t> qweight;         // [N/T][K'/8][T]
-  std::vector<uint16_t> scales;          // [N/T][G][T]
-  std::vector<uint32_t> zeros;           // [N/T][G][T/8]
+  std::vector<uint32_t, HugePageAllocator<uint32_t>> qweight;  // [N/T][K'/8][T]
+  std::vector<uint16_t, HugePageAllocator<uint16_t>> scales;   // [N/T][G][T]
+  std::vector<uint32_t, HugePageAllocator<uint32_t>> zeros;    // [N/T][G][T/8]
   std::vector<float> bias;               // [N] or empty
 
   int64_t tiles() const { return (n + kQ4TileColumns - 1) / kQ4TileColumns; }
