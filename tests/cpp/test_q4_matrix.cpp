@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "core/float_round.h"
+#include "core/huge_pages.h"
 #include "core/q4_matrix.h"
 #include "core/thread_pool.h"
 
@@ -126,6 +127,16 @@ TEST(ThreadPool, CoversEveryTaskOnceWithManyTasks) {  // guided chunks down to o
     for (auto& h : hits) EXPECT_EQ(h.load(), 1);
   }
   set_num_threads(threads);
+}
+
+TEST(HugePageAllocator, LargeBlocksStartOnA2MiBBoundary) {
+  std::vector<uint32_t, HugePageAllocator<uint32_t>> large(size_t(3) << 20, 7u), small(1000, 9u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(large.data()) % (size_t(1) << 21), 0u);
+  EXPECT_EQ(large.back(), 7u);
+  EXPECT_EQ(small.back(), 9u);
+  large.resize(10);  // shrinking keeps the block; clearing frees it through the same allocator
+  large.shrink_to_fit();
+  EXPECT_EQ(large.size(), 10u);
 }
 
 #ifdef __linux__
