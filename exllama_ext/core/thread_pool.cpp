@@ -50,12 +50,14 @@ class ThreadPool {
     std::lock_guard<std::mutex> job(job_mutex_);
     stop_workers();
     stopping_ = false;
+    shares_ = std::vector<std::atomic<uint64_t>>(static_cast<size_t>(threads));
     // New workers wait for the next job, not the last finished one.
     for (int i = 1; i < threads; ++i)
       workers_.emplace_back([this, i, seen = generation_.load()] { worker_loop(i, seen); });
   }
 
   void run(int64_t tasks, const std::function<void(int64_t, int64_t)>& body) {
+    PNTK_CHECK(tasks < (int64_t(1) << 32), "tasks", "must be below 2^32, got " + std::to_string(tasks));
     std::lock_guard<std::mutex> job(job_mutex_);
     const int parts = static_cast<int>(std::min<int64_t>(threads(), tasks));
     if (parts <= 1) {
@@ -66,17 +68,17 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mutex_);
       body_ = &body;
       caller_cpu_ = current_cpu();
-      tasks_ = tasks;
       parts_ = parts;
+      for (int p = 0; p < threads(); ++p)  // parts past `parts` get empty shares
+        shares_[static_cast<size_t>(p)] = p < parts ? pack(tasks * p / parts, tasks * (p + 1) / parts) : 0;
       pending_ = parts - 1;
-      next_ = 0;
       error_ = nullptr;
       ++generation_;
     }
     wake_.notify_all();
     std::exception_ptr own_error;
     try {
-      take_chunks();
+      run_shares(0);
     } catch (...) {
       own_error = std::current_exception();
     }
@@ -89,19 +91,53 @@ class ThreadPool {
   }
 
  private:
-  // Guided chunks: each take is 1/(4 parts) of the tasks left, at least one. The first
-  // chunks are long (a long weight stream per thread) and the last ones short, so threads
-  // finish within about one task of each other (fixed chunks of 1/8 of a share left one
-  // thread streaming alone for up to that chunk: 5% of a 4096x12288 GEMV); a thread that the
-  // OS preempts delays the job by one chunk, not by its share.
-  void take_chunks() {
-    int64_t begin = next_.load(std::memory_order_relaxed);
+  // A share [begin, end) packed in one word (begin in the low 32 bits), so an owner's take
+  // and a thief's split are single compare-exchanges.
+  static uint64_t pack(int64_t begin, int64_t end) {
+    return static_cast<uint64_t>(begin) | static_cast<uint64_t>(end) << 32;
+  }
+  static int64_t share_begin(uint64_t share) { return static_cast<int64_t>(share & 0xFFFFFFFFu); }
+  static int64_t share_end(uint64_t share) { return static_cast<int64_t>(share >> 32); }
+
+  // Part p owns the contiguous share [p T / P, (p + 1) T / P) of the tasks and takes them from
+  // the front, one at a time, so its memory stream runs on without a jump. A part whose share
+  // is empty takes the back half of the largest share left (its owner keeps the front) and
+  // goes on the same way, so parts end within about one task of each other, and a part the
+  // OS preempts delays the job by about one task.
+  void run_shares(int part) {
+    std::atomic<uint64_t>& own = shares_[static_cast<size_t>(part)];
     for (;;) {
-      if (begin >= tasks_) return;
-      const int64_t chunk = std::max<int64_t>(1, (tasks_ - begin) / (4 * parts_));
-      if (!next_.compare_exchange_weak(begin, begin + chunk, std::memory_order_relaxed)) continue;
-      (*body_)(begin, std::min(tasks_, begin + chunk));
-      begin = next_.load(std::memory_order_relaxed);
+      uint64_t share = own.load(std::memory_order_relaxed);
+      while (share_begin(share) < share_end(share)) {
+        const int64_t task = share_begin(share);
+        if (own.compare_exchange_weak(share, pack(task + 1, share_end(share)), std::memory_order_relaxed)) {
+          (*body_)(task, task + 1);
+          share = own.load(std::memory_order_relaxed);
+        }
+      }
+      if (!steal_into(own)) return;
+    }
+  }
+
+  // Moves the back half (at least one task) of the largest share into `own`; false when every
+  // share is empty.
+  bool steal_into(std::atomic<uint64_t>& own) {
+    for (;;) {
+      std::atomic<uint64_t>* victim = nullptr;
+      uint64_t largest = 0;
+      for (auto& share : shares_) {
+        const uint64_t seen = share.load(std::memory_order_relaxed);
+        if (share_end(seen) - share_begin(seen) > share_end(largest) - share_begin(largest)) {
+          victim = &share;
+          largest = seen;
+        }
+      }
+      if (victim == nullptr) return false;
+      const int64_t begin = share_begin(largest), end = share_end(largest), middle = begin + (end - begin) / 2;
+      if (victim->compare_exchange_strong(largest, pack(begin, middle), std::memory_order_relaxed)) {
+        own.store(pack(middle, end), std::memory_order_relaxed);
+        return true;
+      }
     }
   }
 
@@ -119,7 +155,7 @@ class ThreadPool {
       if (caller_cpu_ >= 0 && current_cpu() == caller_cpu_) leave_cpu(caller_cpu_);
       std::exception_ptr error;
       try {
-        take_chunks();
+        run_shares(part);
       } catch (...) {
         error = std::current_exception();
       }
@@ -143,9 +179,8 @@ class ThreadPool {
   std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
   const std::function<void(int64_t, int64_t)>* body_ = nullptr;
-  int64_t tasks_ = 0;
   int caller_cpu_ = -1;  // written under mutex_ before generation_ changes
-  std::atomic<int64_t> next_{0};
+  std::vector<std::atomic<uint64_t>> shares_;  // [threads], see run_shares
   int parts_ = 0;
   std::atomic<int> pending_{0};        // written under mutex_, polled without it
   std::atomic<uint64_t> generation_{0};

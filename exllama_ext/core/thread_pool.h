@@ -1,5 +1,6 @@
-// A small persistent thread pool for the CPU kernels: parallel_for hands out [0, tasks) in
-// contiguous chunks to the pool's threads and the calling thread.
+// A small persistent thread pool for the CPU kernels: parallel_for gives each of the pool's
+// threads and the calling thread a contiguous share of [0, tasks), taken one task at a time;
+// a thread that finishes its share takes the back half of the largest share left.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -12,6 +13,7 @@ int get_num_threads();
 
 // Runs body(begin, end) over disjoint ranges covering [0, tasks); returns when all are done.
 // An exception thrown by a range is rethrown in the caller after the others finish.
+// tasks < 2^32, else std::invalid_argument.
 void parallel_for(int64_t tasks, const std::function<void(int64_t begin, int64_t end)>& body);
 
 // The CPU the calling thread runs on; -1 where the OS does not say.

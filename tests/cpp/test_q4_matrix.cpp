@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <cmath>
 #include <random>
 #include <stdexcept>
@@ -127,6 +129,24 @@ TEST(ThreadPool, CoversEveryTaskOnceWithManyTasks) {  // guided chunks down to o
     for (auto& h : hits) EXPECT_EQ(h.load(), 1);
   }
   set_num_threads(threads);
+}
+
+TEST(ThreadPool, AThreadThatFinishesTakesPartOfAnotherShare) {
+  const int threads = get_num_threads();
+  set_num_threads(2);
+  const auto caller = std::this_thread::get_id();
+  std::vector<std::thread::id> ran_on(64);
+  parallel_for(64, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (i == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the caller's share stalls
+      ran_on[static_cast<size_t>(i)] = std::this_thread::get_id();
+    }
+  });
+  set_num_threads(threads);
+  EXPECT_EQ(ran_on[0], caller);
+  int taken = 0;  // tasks of the caller's share [0, 32) that the worker ran
+  for (int i = 1; i < 32; ++i) taken += ran_on[static_cast<size_t>(i)] != caller;
+  EXPECT_GT(taken, 0);
 }
 
 TEST(HugePageAllocator, LargeBlocksStartOnA2MiBBoundary) {
