@@ -1,8 +1,12 @@
-// AVX-512 BF16 q4 kernels: for bf16 x, a GEMV on vdpbf16ps; fp16 and fp32 x take the avx512
-// family's fp32-FMA GEMV, and every GEMM is the avx512 family's. Measured on Zen 5 (2 cores,
-// weights streamed from memory, act-order, fp16 out of bf16 x): at M = 1 both GEMVs read at
-// 84-90% of the measured bandwidth; at M = 8 vdpbf16ps does 1.6-1.8x the fp32 FMAs (there the
-// GEMV is compute-bound). fp16 x would need 2 bf16 parts, which gains nothing over fp32 FMAs.
+// AVX-512 BF16 q4 kernels: a GEMV on vdpbf16ps for bf16 x (one exact bf16 part) and for fp16
+// x with M = 1 (two exact parts); fp16 x with M >= 2 and fp32 x take the avx512 family's
+// fp32-FMA GEMV, and every GEMM is the avx512 family's. Measured on Zen 5, act-order:
+// - one core, weights in cache (4096 x 1024, group 32): vdpbf16ps runs 1.35x (bf16 x) and
+//   1.2x (fp16 x, 2 parts) the fp32-FMA GEMV at M = 1, 1.6x (bf16 x) at M = 8; fp16 x in 2
+//   parts gains 5% at M = 2 and nothing beyond, so it stops at M = 1;
+// - two cores, weights streamed from memory: every one of these GEMVs reads at 81-92% of the
+//   measured bandwidth at M = 1 (the per-core speed counts when the machine's bandwidth
+//   outruns two cores).
 // (A GEMV on vpdpbusd, x in 2 s8 parts, ran 1.5x the fp32 FMAs on cache-resident weights but
 // read memory at only 70-80% of the bandwidth at M = 1 and 40-50% at M = 2, so it was removed.)
 //
@@ -11,11 +15,12 @@
 //   pair_j(w) = 0x3F803F80 | (w >> (4j - 3) & 0x00780078)       (w << 3 for j = 0)
 // puts nibble j at bits 3..6 and nibble j+4 at bits 19..22: the bf16 pair
 // (1 + q[8r+j]/16, 1 + q[8r+j+4]/16), exact (q fills the top 4 of bf16's 7 fraction bits).
-// Activations, in pairs, Q4Activations::xpairs [M][K'/8][4] uint32:
-//   xpairs[m][r][j] = bits of x[m][8r+j] | those of x[m][8r+j+4] << 16, j < 4.
+// Activations, in pairs, Q4Activations::xpairs [M][K'/8][parts][4] uint32:
+//   xpairs[m][r][part][j] = bits of x_part[m][8r+j] | those of x_part[m][8r+j+4] << 16, j < 4,
+// with x_0 = bf16(x) and, for fp16 x, x_1 = x - x_0 (both exact, x = x_0 + x_1).
 // vdpbf16ps multiplies a pair with pair_j(w) and adds both products into fp32: they are exact
 // (8 x 5 significant bits). So 32 weights take one shift and one vpternlogd (shared by the rows
-// of x) and one vdpbf16ps per row. (vdpbf16ps takes bf16 denormals, |x| < 2^-126, as 0: a row
+// of x) and one vdpbf16ps per row of x and part. (vdpbf16ps takes bf16 denormals, |x| < 2^-126, as 0: a row
 // of x that small is scaled by 2^64 first (Q4Activations), so what it drops is below 2^-62 of
 // the row's largest |x|.)
 // Per chunk of a group g (kChunkWordRows word rows from the group's start, the last one
@@ -33,6 +38,7 @@ using Avx512Kernels = Q4Kernels<Avx512>;
 
 struct Bf16Gemv {
   static constexpr int L = Avx512::kLanes;
+  static constexpr int64_t kSplitFp16MaxRows = 1;  // fp16 x in 2 bf16 parts up to this M
   static constexpr int kPass = Avx512::kVectors * L;
   static constexpr int64_t kPrefetchWordRows = Avx512Kernels::kPrefetchWordRows;
   static constexpr int64_t kChunkWordRows = 16;
@@ -45,16 +51,23 @@ struct Bf16Gemv {
                                                _mm512_set1_epi32(0x00780078), 0xEC);
   }
 
-  static void prepare(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out) {
-    if (!(for_gemv && x.dtype == DType::bfloat16)) return Avx512Kernels::prepare(w, x, for_gemv, out);
-    Avx512Kernels::prepare(w, x, false, out);  // fp32 x, not nibble-scaled
-    prepare_pairs(w, out);
+  static int parts_for(const TensorView& x) {
+    if (x.dtype == DType::bfloat16) return 1;
+    return x.dtype == DType::float16 && x.shape[0] <= kSplitFp16MaxRows ? 2 : 0;
   }
 
-  // a.x -> a.xpairs and a.xsum_chunk, two word rows (16 x) at a time.
-  static void prepare_pairs(const Q4Layout& w, Q4Activations& a) {
+  static void prepare(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out) {
+    const int parts = for_gemv ? parts_for(x) : 0;
+    if (parts == 0) return Avx512Kernels::prepare(w, x, for_gemv, out);
+    Avx512Kernels::prepare(w, x, false, out);  // fp32 x, not nibble-scaled
+    prepare_pairs(w, parts, out);
+  }
+
+  // a.x -> a.xpairs (`parts` bf16 parts) and a.xsum_chunk, two word rows (16 x) at a time.
+  static void prepare_pairs(const Q4Layout& w, int parts, Q4Activations& a) {
     a.form = Q4Activations::Form::bf16_pairs;
-    const int64_t word_rows = w.packed_rows / 8, ldx = word_rows * 4;
+    a.xpair_parts = parts;
+    const int64_t word_rows = w.packed_rows / 8, ldx = word_rows * 4 * parts;
     a.xpairs.resize(static_cast<size_t>(a.m * ldx));
     a.xsum_chunk.assign(static_cast<size_t>(a.m * word_rows), 0.0f);
     // 16-bit elements x[0..8) of each word row -> x[0], x[4], x[1], x[5], ...
@@ -64,12 +77,18 @@ struct Bf16Gemv {
       uint32_t* pairs = a.xpairs.data() + m * ldx;
       for (int64_t r = 0; r < word_rows; r += 2) {
         const bool two = r + 1 < word_rows;
-        const __m512 values = _mm512_maskz_loadu_ps(two ? 0xFFFF : 0x00FF, x + r * 8);
-        const __m256i bits = (__m256i)_mm512_cvtneps_pbh(values);  // exact: x came from bf16
-        const __m256i ordered = _mm256_permutexvar_epi16(pair_order, bits);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(pairs + r * 4), _mm256_castsi256_si128(ordered));
-        if (two)
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(pairs + (r + 1) * 4), _mm256_extracti128_si256(ordered, 1));
+        __m512 values = _mm512_maskz_loadu_ps(two ? 0xFFFF : 0x00FF, x + r * 8);
+        for (int part = 0; part < parts; ++part) {
+          // part 0 rounds x to bf16 (exact for bf16 x); part 1 is the remainder, exact for
+          // fp16 x (11 significant bits = 8 + at most 3 more, and no bf16 denormals: |x| >= 2^-24)
+          const __m256i bits = (__m256i)_mm512_cvtneps_pbh(values);
+          const __m256i ordered = _mm256_permutexvar_epi16(pair_order, bits);
+          uint32_t* dst = pairs + r * 4 * parts + part * 4;
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm256_castsi256_si128(ordered));
+          if (two) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 4 * parts), _mm256_extracti128_si256(ordered, 1));
+          const __m512 rounded = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+          values = _mm512_sub_ps(values, rounded);
+        }
       }
       for (int64_t g = 0; g < w.groups; ++g) {
         const int64_t group_end = w.group_begin[g + 1] / 8;
@@ -83,8 +102,9 @@ struct Bf16Gemv {
     }
   }
 
-  // One chunk of a group, MT rows of x (xpairs row stride ldx) on columns [0, V*L) of q.
-  template <int MT, int V>
+  // One chunk of a group, MT rows of x (xpairs row stride ldx, Parts parts) on columns
+  // [0, V*L) of q.
+  template <int Parts, int MT, int V>
   static void gemv_group(const uint32_t* q, int64_t width, int64_t word_rows, const uint32_t* x, int64_t ldx,
                          const float* xsum, int64_t xsum_stride, const uint16_t* scales, const uint32_t* zeros,
                          int last_valid, float* y) {
@@ -100,14 +120,15 @@ struct Bf16Gemv {
       for (int v = 0; v < V; ++v) words[v] = Avx512::load_words(q + r * width + v * L, v == V - 1 ? last : full);
       for (int v = 0; v < V; ++v)
         _mm_prefetch(reinterpret_cast<const char*>(q + (r + kPrefetchWordRows) * width + v * L), _MM_HINT_T0);
-      const uint32_t* xr = x + r * 4;
+      const uint32_t* xr = x + r * 4 * Parts;
       static_for<4>([&](auto j) {
         __m512bh wp[V];
         for (int v = 0; v < V; ++v) wp[v] = pair<j>(words[v]);
-        for (int m = 0; m < MT; ++m) {
-          const __m512bh xb = (__m512bh)_mm512_set1_epi32(static_cast<int>(xr[m * ldx + j]));
-          for (int v = 0; v < V; ++v) acc[m][v][j % A] = _mm512_dpbf16_ps(acc[m][v][j % A], wp[v], xb);
-        }
+        for (int m = 0; m < MT; ++m)
+          for (int part = 0; part < Parts; ++part) {
+            const __m512bh xb = (__m512bh)_mm512_set1_epi32(static_cast<int>(xr[m * ldx + part * 4 + j]));
+            for (int v = 0; v < V; ++v) acc[m][v][j % A] = _mm512_dpbf16_ps(acc[m][v][j % A], wp[v], xb);
+          }
       });
     }
     for (int v = 0; v < V; ++v) {
@@ -126,7 +147,14 @@ struct Bf16Gemv {
 
   static void gemv_tile(const Q4Layout& w, const Q4Activations& a, int64_t tile, const TensorView& out) {
     if (a.form != Q4Activations::Form::bf16_pairs) return Avx512Kernels::gemv_tile(w, a, tile, out);
-    const int64_t width = w.tile_width(tile), ldx = w.packed_rows / 8 * 4;
+    static_for<2>([&](auto i) {
+      if (a.xpair_parts == i + 1) gemv_tile_parts<i + 1>(w, a, tile, out);
+    });
+  }
+
+  template <int Parts>
+  static void gemv_tile_parts(const Q4Layout& w, const Q4Activations& a, int64_t tile, const TensorView& out) {
+    const int64_t width = w.tile_width(tile), ldx = w.packed_rows / 8 * 4 * Parts;
     const uint32_t* q = w.tile_qweight(tile);
     alignas(64) float y[kQ4GemvMaxRows * kQ4TileColumns] = {};
     const int64_t word_rows_total = w.packed_rows / 8;
@@ -135,7 +163,7 @@ struct Bf16Gemv {
       for (int64_t r0 = w.group_begin[g] / 8; r0 < group_end; r0 += kChunkWordRows) {
         const int64_t word_rows = std::min(kChunkWordRows, group_end - r0);
         for (int64_t m0 = 0; m0 < a.m; m0 += Avx512::kGemvRows) {
-          const uint32_t* x = a.xpairs.data() + m0 * ldx + r0 * 4;
+          const uint32_t* x = a.xpairs.data() + m0 * ldx + r0 * 4 * Parts;
           const float* xsum = a.xsum_chunk.data() + m0 * word_rows_total + r0;
           const int rows = static_cast<int>(std::min<int64_t>(Avx512::kGemvRows, a.m - m0));
           for (int64_t c0 = 0; c0 < width; c0 += kPass) {
@@ -148,7 +176,7 @@ struct Bf16Gemv {
             static_for<Avx512::kGemvRows>([&](auto mt) {
               static_for<Avx512::kVectors>([&](auto v) {
                 if (rows == mt + 1 && vectors == v + 1)
-                  gemv_group<mt + 1, v + 1>(qc, width, word_rows, x, ldx, xsum, word_rows_total, sc, zc, last_valid,
+                  gemv_group<Parts, mt + 1, v + 1>(qc, width, word_rows, x, ldx, xsum, word_rows_total, sc, zc, last_valid,
                                             yc);
               });
             });

@@ -76,7 +76,8 @@ struct Q4Layout {
 //   (no denormals) lose nothing; kernels multiply that row of y by row_unscale [M] (2^-64,
 //   else 1).
 // - bf16_pairs (the avx512bf16 GEMV, q4_kernel_avx512bf16.cpp): packed_fp32 plus x as bf16
-//   pairs, xpairs [M][K'/8][4], with sums over chunks of groups, xsum_chunk [M][K'/8].
+//   pairs in xpair_parts exact parts (1 for bf16 x, 2 for fp16 x), xpairs
+//   [M][K'/8][parts][4], with sums over chunks of groups, xsum_chunk [M][K'/8].
 struct Q4Activations {
   enum class Form { packed_fp32, bf16_pairs };
   Form form = Form::packed_fp32;
@@ -85,6 +86,7 @@ struct Q4Activations {
   std::vector<float> xsum;
   std::vector<float> row_unscale;
   std::vector<uint32_t> xpairs;
+  int xpair_parts = 0;
   std::vector<float> xsum_chunk;
 };
 
