@@ -135,10 +135,13 @@ class Q4Matrix:
         """y [..., N] = x [..., K] @ W + bias, in x's dtype (fp16, bf16 or fp32), fp32 accumulation."""
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"x: must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(f"x: last dimension must be in_features = {self.in_features}, got shape {list(x.shape)}")
-        y = self._backend.forward(x.reshape(-1, self.in_features))
-        return y.reshape(*x.shape[:-1], self.out_features)
+        k = self._shape["in_features"]
+        if x.dim() == 0 or x.shape[-1] != k:
+            raise ValueError(f"x: last dimension must be in_features = {k}, got shape {list(x.shape)}")
+        if x.dim() == 2:  # the common decode shape: no reshapes (about 1.6 us of a call)
+            return self._backend.forward(x)
+        y = self._backend.forward(x.reshape(-1, k))
+        return y.reshape(*x.shape[:-1], self._shape["out_features"])
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """W [K, N] in the original row order (values exact in float32)."""
