@@ -12,6 +12,9 @@ struct Avx2 {
   using I = __m256i;
   using Mask = int;  // tile widths are multiples of 8: every vector is full
 
+  static void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_scaled, Q4Activations& out) {
+    q4::prepare_activations(w, x, nibble_scaled, convert_row_f16c, out);
+  }
   static Mask mask(int valid) { return valid; }
   static I load_words(const uint32_t* p, Mask) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
   // q * 2^4j as fp32 (exact) for j < 7; q for j = 7.

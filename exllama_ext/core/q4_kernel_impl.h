@@ -13,7 +13,8 @@
 // (W = s * (q - z), exact) into a buffer, then a register-blocked kGemmMr x (V*kLanes) kernel.
 //
 // Traits (struct Isa) provide: kLanes, kVectors (vectors per column pass), kGemvRows (rows of
-// x per GEMV pass), kGemmMr;
+// x per GEMV pass), kGemmMr; prepare_activations(w, x, nibble_scaled, out) (as the one in
+// q4_kernel_common.h);
 // types F (fp32 vector), I (int32 vector), Mask; mask(valid); load_words(p, mask);
 // nibble_scaled<j>(w); nibble<j>(w); broadcast(p); fma(a, b, c) = a*b + c; fnma(a, b, c) =
 // c - a*b; add, sub, mul, zero; load/store(p) full vectors; load_scales(fp16*, mask);
@@ -73,7 +74,7 @@ struct Q4Kernels {
   static constexpr int64_t kPrefetchWordRows = 32;  // GEMV software prefetch distance (32 x 256 B per tile)
 
   static void prepare(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out) {
-    prepare_activations(w, x, for_gemv, convert_row_f16c, out);
+    Isa::prepare_activations(w, x, for_gemv, out);
   }
 
   // Group block: rows `word_rows` x 8 of one group, columns [0, V*L) of q (row stride
