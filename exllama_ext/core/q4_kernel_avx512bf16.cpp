@@ -20,9 +20,9 @@
 // with x_0 = bf16(x) and, for fp16 x, x_1 = x - x_0 (both exact, x = x_0 + x_1).
 // vdpbf16ps multiplies a pair with pair_j(w) and adds both products into fp32: they are exact
 // (8 x 5 significant bits). So 32 weights take one shift and one vpternlogd (shared by the rows
-// of x) and one vdpbf16ps per row of x and part. (vdpbf16ps takes bf16 denormals, |x| < 2^-126, as 0: a row
-// of x that small is scaled by 2^64 first (Q4Activations), so what it drops is below 2^-62 of
-// the row's largest |x|.)
+// of x) and one vdpbf16ps per row of x and part. (vdpbf16ps takes bf16 denormals, |x| < 2^-126,
+// as 0: a row of x that small is scaled by 2^64 first (Q4Activations), so what it drops is
+// below 2^-62 of the row's largest |x|.)
 // Per chunk of a group g (kChunkWordRows word rows from the group's start, the last one
 // shorter: this bounds the error of the offset terms summed into acc), with
 // acc = sum_p x[p] (1 + q[p]/16) and xsum = sum_p x[p] over the chunk:
@@ -51,6 +51,8 @@ struct Bf16Gemv {
                                                _mm512_set1_epi32(0x00780078), 0xEC);
   }
 
+  // bf16 parts of x for this GEMV: 1 (bf16 x), 2 (fp16 x, M <= kSplitFp16MaxRows), or 0 (the
+  // fp32-FMA GEMV takes it).
   static int parts_for(const TensorView& x) {
     if (x.dtype == DType::bfloat16) return 1;
     return x.dtype == DType::float16 && x.shape[0] <= kSplitFp16MaxRows ? 2 : 0;
