@@ -35,10 +35,9 @@ struct Avx512 {
       __m512 largest = _mm512_setzero_ps();  // K % 8 == 0
       for (int64_t k = 0; k < w.k; k += kLanes)
         largest = _mm512_max_ps(largest, _mm512_abs_ps(_mm512_maskz_loadu_ps(mask(static_cast<int>(std::min<int64_t>(kLanes, w.k - k))), row + k)));
-      const float row_largest = _mm512_reduce_max_ps(largest);
-      const bool tiny = row_largest > 0.0f && row_largest < 0x1p-64f;  // see Q4Activations::row_unscale
-      if (tiny) out.row_unscale[static_cast<size_t>(m)] = 0x1p-64f;
-      const __m512 row_scale = _mm512_set1_ps(tiny ? 0x1p64f : 1.0f);
+      const float scale = tiny_row_scale(_mm512_reduce_max_ps(largest));
+      out.row_unscale[static_cast<size_t>(m)] = 1.0f / scale;
+      const __m512 row_scale = _mm512_set1_ps(scale);
       float* packed = out.x.data() + m * w.packed_rows;
       for (int64_t g = 0; g < w.groups; ++g) {
         __m512 sum = _mm512_setzero_ps();

@@ -71,9 +71,8 @@ void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_sca
     convert_row(x, m, row.data());
     float largest = 0.0f;
     for (int64_t k = 0; k < w.k; ++k) largest = std::max(largest, std::fabs(row[k]));
-    const bool tiny = largest > 0.0f && largest < 0x1p-64f;
-    if (tiny) out.row_unscale[m] = 0x1p-64f;
-    const float row_scale = tiny ? 0x1p64f : 1.0f;
+    const float row_scale = tiny_row_scale(largest);
+    out.row_unscale[m] = 1.0f / row_scale;
     float* packed = out.x.data() + m * w.packed_rows;
     for (int64_t g = 0; g < w.groups; ++g) {
       float partial[8] = {};  // one sum per row of a word: 8 independent chains
@@ -91,6 +90,8 @@ void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_sca
     }
   }
 }
+
+float tiny_row_scale(float largest) { return largest > 0.0f && largest < 0x1p-64f ? 0x1p64f : 1.0f; }
 
 float* thread_scratch(int slot, int64_t floats) {
   thread_local std::vector<float> buffers[2];

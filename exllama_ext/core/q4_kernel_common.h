@@ -28,6 +28,10 @@ void store_row_scalar(const float* src, int64_t count, DType dtype, void* dst);
 void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_scaled, ConvertRowFn convert_row,
                          Q4Activations& out);
 
+// The factor a row of x is stored times (Q4Activations): 2^64 when its largest |x| is under
+// 2^-64 (and not 0), else 1. Its inverse, exact, is the row's row_unscale.
+float tiny_row_scale(float largest);
+
 // Per-thread scratch of at least `floats` floats (slot 0 or 1), kept between calls.
 float* thread_scratch(int slot, int64_t floats);
 
