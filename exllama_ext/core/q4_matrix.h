@@ -75,9 +75,10 @@ struct Q4Layout {
 //   2^-64 is stored times 2^64 (exact), so x * 2^-24 (the nibble-scaled GEMV) and vdpbf16ps
 //   (no denormals) lose nothing; kernels multiply that row of y by row_unscale [M] (2^-64,
 //   else 1).
-// - bf16_pairs (the avx512bf16 GEMV, q4_kernel_avx512bf16.cpp): packed_fp32 plus x as bf16
-//   pairs in xpair_parts exact parts (1 for bf16 x, 2 for fp16 x), xpairs
-//   [M][K'/8][parts][4], with sums over chunks of groups, xsum_chunk [M][K'/8].
+// - bf16_pairs (the avx512bf16 GEMV, q4_kernel_avx512bf16.cpp): x (times the same row factor)
+//   as bf16 pairs in xpair_parts exact parts (1 for bf16 x, 2 for fp16 x), xpairs
+//   [M][K'/8][parts][4], with sums over chunks of groups, xsum_chunk [M][K'/8], and
+//   row_unscale; x and xsum stay empty.
 struct Q4Activations {
   enum class Form { packed_fp32, bf16_pairs };
   Form form = Form::packed_fp32;

@@ -20,6 +20,8 @@ namespace pntk {
 
 namespace {
 
+using WarmFn = std::function<bool(int64_t begin, int64_t end, int64_t step)>;
+
 int default_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
 
 // Waking a thread blocked on a condition variable took about 40 us in the VMs measured (a
@@ -41,6 +43,8 @@ void poll_briefly(Ready ready) {
 // concurrent callers queue up.
 class ThreadPool {
  public:
+  enum class SetupState { running, done, failed };
+
   explicit ThreadPool(int threads) { resize(threads); }
   ~ThreadPool() { stop_workers(); }
 
@@ -56,17 +60,22 @@ class ThreadPool {
       workers_.emplace_back([this, i, seen = generation_.load()] { worker_loop(i, seen); });
   }
 
-  void run(int64_t tasks, const std::function<void(int64_t, int64_t)>& body) {
+  // setup and warm may be null (plain parallel_for).
+  void run(int64_t tasks, const std::function<void()>* setup, const WarmFn* warm,
+           const std::function<void(int64_t, int64_t)>& body) {
     PNTK_CHECK(tasks < (int64_t(1) << 32), "tasks", "must be below 2^32, got " + std::to_string(tasks));
     std::lock_guard<std::mutex> job(job_mutex_);
     const int parts = static_cast<int>(std::min<int64_t>(threads(), tasks));
     if (parts <= 1) {
+      if (setup) (*setup)();
       if (tasks > 0) body(0, tasks);
       return;
     }
     {
       std::lock_guard<std::mutex> lock(mutex_);
       body_ = &body;
+      warm_ = warm;
+      setup_state_.store(setup ? SetupState::running : SetupState::done, std::memory_order_relaxed);
       caller_cpu_ = current_cpu();
       parts_ = parts;
       for (int p = 0; p < threads(); ++p)  // parts past `parts` get empty shares
@@ -78,6 +87,15 @@ class ThreadPool {
     wake_.notify_all();
     std::exception_ptr own_error;
     try {
+      if (setup) {
+        try {
+          (*setup)();
+        } catch (...) {
+          setup_state_.store(SetupState::failed, std::memory_order_release);
+          throw;
+        }
+        setup_state_.store(SetupState::done, std::memory_order_release);
+      }
       run_shares(0);
     } catch (...) {
       own_error = std::current_exception();
@@ -141,6 +159,20 @@ class ThreadPool {
     }
   }
 
+  // Warms the part's share while the caller's setup runs, then waits for its end (a few
+  // microseconds for the q4 GEMV, so the wait polls without blocking).
+  SetupState await_setup(int part) {
+    SetupState state = setup_state_.load(std::memory_order_acquire);
+    if (state != SetupState::running) return state;
+    const uint64_t share = shares_[static_cast<size_t>(part)].load(std::memory_order_relaxed);
+    for (int64_t step = 0; warm_ != nullptr; ++step) {
+      if ((state = setup_state_.load(std::memory_order_acquire)) != SetupState::running) return state;
+      if (!(*warm_)(share_begin(share), share_end(share), step)) break;
+    }
+    while ((state = setup_state_.load(std::memory_order_acquire)) == SetupState::running) std::this_thread::yield();
+    return state;
+  }
+
   void worker_loop(int part, uint64_t seen) {
     for (;;) {
       poll_briefly([&] { return generation_.load(std::memory_order_acquire) != seen || stopping_.load(); });
@@ -155,7 +187,7 @@ class ThreadPool {
       if (caller_cpu_ >= 0 && current_cpu() == caller_cpu_) leave_cpu(caller_cpu_);
       std::exception_ptr error;
       try {
-        run_shares(part);
+        if (await_setup(part) == SetupState::done) run_shares(part);
       } catch (...) {
         error = std::current_exception();
       }
@@ -179,6 +211,8 @@ class ThreadPool {
   std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
   const std::function<void(int64_t, int64_t)>* body_ = nullptr;
+  const WarmFn* warm_ = nullptr;
+  std::atomic<SetupState> setup_state_{SetupState::done};
   int caller_cpu_ = -1;  // written under mutex_ before generation_ changes
   std::vector<std::atomic<uint64_t>> shares_;  // [threads], see run_shares
   int parts_ = 0;
@@ -223,6 +257,13 @@ void set_num_threads(int threads) {
 
 int get_num_threads() { return pool().threads(); }
 
-void parallel_for(int64_t tasks, const std::function<void(int64_t, int64_t)>& body) { pool().run(tasks, body); }
+void parallel_for(int64_t tasks, const std::function<void(int64_t, int64_t)>& body) {
+  pool().run(tasks, nullptr, nullptr, body);
+}
+
+void parallel_for_after(int64_t tasks, const std::function<void()>& setup, const WarmFn& warm,
+                        const std::function<void(int64_t, int64_t)>& body) {
+  pool().run(tasks, &setup, &warm, body);
+}
 
 }  // namespace pntk

@@ -16,6 +16,15 @@ int get_num_threads();
 // tasks < 2^32, else std::invalid_argument.
 void parallel_for(int64_t tasks, const std::function<void(int64_t begin, int64_t end)>& body);
 
+// parallel_for with a setup step that body depends on: the calling thread runs setup() while
+// each other thread calls warm(begin, end, step) for step = 0, 1, ... on its share [begin, end)
+// until setup has returned or warm returns false; then all run body as parallel_for does.
+// (The q4 GEMV: the workers pull their first weights into cache while the caller prepares x.)
+// If setup throws, body runs nowhere and the exception is rethrown in the caller.
+void parallel_for_after(int64_t tasks, const std::function<void()>& setup,
+                        const std::function<bool(int64_t begin, int64_t end, int64_t step)>& warm,
+                        const std::function<void(int64_t begin, int64_t end)>& body);
+
 // The CPU the calling thread runs on; -1 where the OS does not say.
 int current_cpu();
 

@@ -149,6 +149,61 @@ TEST(ThreadPool, AThreadThatFinishesTakesPartOfAnotherShare) {
   EXPECT_GT(taken, 0);
 }
 
+TEST(ThreadPool, SetupRunsFirstWhileTheWorkersWarmTheirShares) {
+  const int threads = get_num_threads();
+  set_num_threads(2);
+  const auto caller = std::this_thread::get_id();
+  std::atomic<bool> set_up{false};
+  std::atomic<int> bodies_before_setup{0}, tasks_run{0};
+  std::mutex warm_mutex;
+  std::vector<std::array<int64_t, 3>> warm_calls;  // begin, end, step
+  bool warm_on_caller = false;
+  parallel_for_after(
+      64,
+      [&] {  // waits (up to 2 s) for the worker's 3 warm steps
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+        for (;;) {
+          {
+            std::lock_guard<std::mutex> lock(warm_mutex);
+            if (warm_calls.size() >= 3 || std::chrono::steady_clock::now() > deadline) break;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        set_up = true;
+      },
+      [&](int64_t begin, int64_t end, int64_t step) {
+        std::lock_guard<std::mutex> lock(warm_mutex);
+        warm_calls.push_back({begin, end, step});
+        warm_on_caller |= std::this_thread::get_id() == caller;
+        return step < 2;
+      },
+      [&](int64_t begin, int64_t end) {
+        if (!set_up) ++bodies_before_setup;
+        tasks_run += static_cast<int>(end - begin);
+      });
+  set_num_threads(threads);
+  EXPECT_EQ(bodies_before_setup.load(), 0);
+  EXPECT_EQ(tasks_run.load(), 64);
+  EXPECT_FALSE(warm_on_caller);
+  // the worker's share is [32, 64); warming stops at the first false
+  const std::vector<std::array<int64_t, 3>> expected{{32, 64, 0}, {32, 64, 1}, {32, 64, 2}};
+  EXPECT_EQ(warm_calls, expected);
+}
+
+TEST(ThreadPool, ASetupThatThrowsRunsNoBody) {
+  const int threads = get_num_threads();
+  for (int n : {1, 2}) {
+    set_num_threads(n);
+    std::atomic<int> bodies{0};
+    EXPECT_THROW(parallel_for_after(
+                     8, [] { throw std::runtime_error("setup failed"); },
+                     [](int64_t, int64_t, int64_t) { return true; }, [&](int64_t, int64_t) { ++bodies; }),
+                 std::runtime_error);
+    EXPECT_EQ(bodies.load(), 0);
+  }
+  set_num_threads(threads);
+}
+
 TEST(HugePageAllocator, LargeBlocksStartOnA2MiBBoundary) {
   std::vector<uint32_t, HugePageAllocator<uint32_t>> large(size_t(3) << 20, 7u), small(1000, 9u);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(large.data()) % (size_t(1) << 21), 0u);
