@@ -40,8 +40,7 @@ void poll_briefly(Ready ready) {
 
 // Workers sleep on `wake` until `generation` changes (after polling for it, see kSpin), run
 // their share of the current job (once the caller's setup, if any, is done: await_setup), and
-// report on `done`. One job at a time (`job_mutex`), so
-// concurrent callers queue up.
+// report on `done`. One job at a time (`job_mutex`), so concurrent callers queue up.
 class ThreadPool {
  public:
   enum class SetupState { running, done, failed };
