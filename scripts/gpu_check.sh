@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device check, in one call on a fresh GPU machine without network (within 8 minutes):
 # build pntk for this GPU only, run the CUDA tests, run the GPU benchmark (with ExLlama's own
-# kernel when an ExLlama v1 wheel is installed there), and print a summary table last.
+# kernel when an ExLlama v1 wheel is installed there), run the fp16 CUDA tests again under
+# compute-sanitizer memcheck, and print a summary table last.
 # Logs (build, tests, benchmark text and JSON) go to $OUT, else build/gpu_check.
 #   Beforehand, where there is network: bash scripts/gpu_deps.sh, then carry build/deps
 #   (nlohmann/json headers; wheels of pytest, numpy, transformers for whichever are missing).
@@ -99,10 +100,35 @@ else
   record benchmark skipped 0 "no build"
 fi
 
+# 5. compute-sanitizer memcheck over the fp16 cases of the CUDA tests (every kernel, every
+#    launch shape they exercise), torch's caching allocator off so that an access past a tensor
+#    is past an allocation. Last, so that its slowness cannot squeeze the benchmark.
+t=$(date +%s)
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer \
+  /opt/nvidia/nsight-compute/*/compute-sanitizer 2>/dev/null | head -1)
+if [ "$built" = 1 ] && [ -n "$sanitizer" ]; then
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "$(allow 150)" "$sanitizer" --tool memcheck --print-limit 20 \
+    --error-exitcode 9 $python -m pytest tests/test_cuda_q4.py tests/test_cuda_rope.py \
+    -k "not dtype1 and not dtype2" -q -p no:cacheprovider >"$logs/memcheck.log" 2>&1
+  code=$?
+  summary="$(grep -m1 -o 'ERROR SUMMARY.*' "$logs/memcheck.log"); $(grep -E ' in [0-9.]+s' "$logs/memcheck.log" | tail -1 | sed 's/=//g; s/^ *//')"
+  case $code in
+    0) record memcheck ok "$(since "$t")" "$summary" ;;
+    124) record memcheck "timed out" "$(since "$t")" \
+      "$(grep -oE '^[.sFE]+' "$logs/memcheck.log" | tr -d '\n' | wc -c) tests run; $summary" ;;
+    *) record memcheck FAILED "$(since "$t")" "exit $code; $summary" ;;
+  esac
+else
+  record memcheck skipped 0 "$([ "$built" = 1 ] && echo 'no compute-sanitizer' || echo 'no build')"
+fi
+
 # Summary, last: failures and skips of the tests, the benchmark table, then the steps.
 echo
 if [ -f "$logs/tests.log" ]; then
   grep -E '^(FAILED|ERROR|SKIPPED)' "$logs/tests.log" | head -20
+fi
+if [ -f "$logs/memcheck.log" ]; then
+  grep -E '^(=========|FAILED|ERROR)' "$logs/memcheck.log" | grep -v 'COMPUTE-SANITIZER' | head -20
 fi
 if [ -f "$logs/bench.txt" ]; then
   cat "$logs/bench.txt"
