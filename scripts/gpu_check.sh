@@ -9,6 +9,8 @@
 #   PNTK_CUDA_ARCHS=90     architectures to build (default 90: the H100 / H200)
 #   PYTHON=python3         the interpreter that has torch
 #   PNTK_CHECK_SECONDS=450 the time the steps share (each step gets what is left, capped)
+#   PNTK_CHECK_STEPS="tests benchmark memcheck"   the steps after the build; "profile" adds
+#                          scripts/profile_q4_gpu.sh (Nsight Compute, PNTK_PROFILE_CASES)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 began=$(date +%s)
@@ -17,6 +19,13 @@ logs="${OUT:-build/gpu_check}"
 mkdir -p "$logs"
 python="${PYTHON:-python3}"
 archs="${PNTK_CUDA_ARCHS:-90}"
+wanted_steps=" ${PNTK_CHECK_STEPS:-tests benchmark memcheck} "
+# Whether step $1 (named $2 in PNTK_CHECK_STEPS, default $1) is to run: pntk built and the step
+# asked for; else it is recorded as skipped.
+runs() {
+  if [ "$built" != 1 ]; then record "$1" skipped 0 "no build"; return 1; fi
+  if [[ "$wanted_steps" != *" ${2:-$1} "* ]]; then record "$1" skipped 0 "not in PNTK_CHECK_STEPS"; return 1; fi
+}
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH="/usr/local/cuda/bin:$PATH"
@@ -76,28 +85,24 @@ fi
 
 # 3. CUDA tests (the installed module; tests/ holds no copy of pntk).
 t=$(date +%s)
-if [ "$built" = 1 ]; then
+if runs "cuda tests" tests; then
   timeout "$(allow 150)" $python -m pytest tests/test_cuda_q4.py tests/test_cuda_rope.py tests/test_cuda_bindings.py \
     tests/test_q4_matrix.py -k "cuda or not test_q4_matrix" -q -rs -p no:cacheprovider \
     -o faulthandler_timeout=60 >"$logs/tests.log" 2>&1
   code=$?
   counts=$(tail -1 "$logs/tests.log" | sed 's/=//g; s/^ *//; s/ *$//')
   record "cuda tests" "$([ $code = 0 ] && echo ok || echo FAILED)" "$(since "$t")" "$counts"
-else
-  record "cuda tests" skipped 0 "no build"
 fi
 
 # 4. Benchmark.
 t=$(date +%s)
-if [ "$built" = 1 ]; then
+if runs benchmark; then
   bench_seconds=$(allow 330)
   timeout "$bench_seconds" $python scripts/bench_q4_gpu.py --json "$logs/bench.json" \
     >"$logs/bench.txt" 2>&1
   code=$?
   summary=$(grep -m1 '^goals:' "$logs/bench.txt" || tail -1 "$logs/bench.txt")
   record benchmark "$([ $code = 0 ] && echo ok || echo FAILED)" "$(since "$t")" "$summary"
-else
-  record benchmark skipped 0 "no build"
 fi
 
 # 5. compute-sanitizer memcheck over the fp16 cases of the CUDA tests (every kernel, every
@@ -106,7 +111,7 @@ fi
 t=$(date +%s)
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer \
   /opt/nvidia/nsight-compute/*/compute-sanitizer 2>/dev/null | head -1)
-if [ "$built" = 1 ] && [ -n "$sanitizer" ]; then
+if runs memcheck && [ -n "$sanitizer" ]; then
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "$(allow 150)" "$sanitizer" --tool memcheck --print-limit 20 \
     --error-exitcode 9 $python -m pytest tests/test_cuda_q4.py tests/test_cuda_rope.py \
     -k "not dtype1 and not dtype2" -q -p no:cacheprovider >"$logs/memcheck.log" 2>&1
@@ -118,8 +123,16 @@ if [ "$built" = 1 ] && [ -n "$sanitizer" ]; then
       "$(grep -oE '^[.sFE]+' "$logs/memcheck.log" | tr -d '\n' | wc -c) tests run; $summary" ;;
     *) record memcheck FAILED "$(since "$t")" "exit $code; $summary" ;;
   esac
-else
-  record memcheck skipped 0 "$([ "$built" = 1 ] && echo 'no compute-sanitizer' || echo 'no build')"
+elif [ "$built" = 1 ] && [[ "$wanted_steps" == *" memcheck "* ]]; then
+  record memcheck skipped 0 "no compute-sanitizer"
+fi
+
+# 6. Nsight Compute profile of the GEMV (only when asked for).
+t=$(date +%s)
+if runs profile; then
+  PYTHON="$python" OUT="$logs" timeout "$(allow 200)" bash scripts/profile_q4_gpu.sh >"$logs/profile.txt" 2>&1
+  code=$?
+  record profile "$([ $code = 0 ] && echo ok || echo FAILED)" "$(since "$t")" "key lines above; reports ncu_*.txt"
 fi
 
 # Summary, last: failures and skips of the tests, the benchmark table, then the steps.
@@ -130,9 +143,9 @@ fi
 if [ -f "$logs/memcheck.log" ]; then
   grep -E '^(=========|FAILED|ERROR)' "$logs/memcheck.log" | grep -v 'COMPUTE-SANITIZER' | head -20
 fi
-if [ -f "$logs/bench.txt" ]; then
-  cat "$logs/bench.txt"
-fi
+for text in bench.txt profile.txt; do
+  [ -f "$logs/$text" ] && cat "$logs/$text"
+done
 echo
 echo "== pntk GPU check: ${gpu:-unknown GPU}, $(since "$began") s in all =="
 printf '%-11s %-8s %5s  %s\n' step status s detail

@@ -15,11 +15,18 @@ __device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t
   return d;
 }
 
-// The pair type of the mma inputs. OFFSET is a power of two whose ulp is 1 in that type
-// (1024 in fp16, 128 in bf16): OR-ing a nibble q into its low mantissa bits gives OFFSET + q
-// exactly, and (OFFSET + q) - (OFFSET + zero) = q - zero exactly (the dequantization trick of
-// FasterTransformer / ExLlama / Marlin, here without the scale, which the GEMV applies to a
-// group's fp32 sums so that no weight is rounded).
+// The pair type of the mma inputs, and how a register of weights (two 4-bit q of one column,
+// tile layout: q4_tile_layout.h) becomes an A register of the GEMV's mma, exactly:
+//  - fp16: the masked nibbles themselves, read as the fp16 subnormals q * 2^-24 (even nibbles)
+//    and 16 q * 2^-24 (odd nibbles, mask 0x00F000F0): one AND per register. Their products
+//    with x are exact in the fp32 sums, which the GEMV rescales by UNIT (2^24, 2^20) and from
+//    which it subtracts zero * (the group's sum of x) once per group (ZERO_BY_X_SUM).
+//  - bf16 (7-bit mantissa: no room for 16 q, and its subnormals times a small x leave fp32's
+//    range): the OFFSET trick of FasterTransformer / ExLlama / Marlin. OFFSET is a power of two
+//    whose ulp is 1 (128): OR-ing q into its low mantissa bits gives OFFSET + q exactly, and
+//    (OFFSET + q) - (OFFSET + zero) = q - zero exactly; odd nibbles are shifted down first.
+// Neither applies the scale to a weight: the GEMV multiplies a group's fp32 sums by it, so no
+// weight is ever rounded.
 // a - b on two 16-bit halves of type Half2 (__half2 or __nv_bfloat162), as bits.
 template <class Half2>
 __device__ __forceinline__ uint32_t subtract_halves(uint32_t a, uint32_t b) {
@@ -33,24 +40,30 @@ __device__ __forceinline__ uint32_t subtract_halves(uint32_t a, uint32_t b) {
 }
 
 struct Fp16Pair {
-  static constexpr uint32_t OFFSET = 0x6400u;  // 1024.0
-  __device__ static uint32_t subtract(uint32_t a, uint32_t b) { return subtract_halves<__half2>(a, b); }
+  static constexpr bool ZERO_BY_X_SUM = true;
+  static constexpr uint32_t ONES = 0x3C003C00u;  // (1.0, 1.0): the A of the x-sum mma
+  // A register of `word` (or word >> 8): the even or the odd nibbles 0 and 4 (zero_pair unused).
+  __device__ static uint32_t weights(uint32_t word, bool odd, uint32_t) {
+    return word & (odd ? 0x00F000F0u : 0x000F000Fu);
+  }
+  // What an fp32 sum of x * weights(..) is multiplied by to be the sum of x * q.
+  __device__ static float unit(bool odd) { return odd ? 1048576.0f : 16777216.0f; }  // 2^20, 2^24
   __device__ static uint16_t from_float(float v) { return __half_as_ushort(__float2half_rn(v)); }
 };
 
 struct Bf16Pair {
+  static constexpr bool ZERO_BY_X_SUM = false;
   static constexpr uint32_t OFFSET = 0x4300u;  // 128.0
-  __device__ static uint32_t subtract(uint32_t a, uint32_t b) { return subtract_halves<__nv_bfloat162>(a, b); }
+  // A register (q - zero, q' - zero) of `word` (or word >> 8): the even or the odd nibbles 0, 4.
+  __device__ static uint32_t weights(uint32_t word, bool odd, uint32_t zero_pair) {
+    return subtract_halves<__nv_bfloat162>(lop3_and_or(odd ? word >> 4 : word, 0x000F000Fu, OFFSET * 0x00010001u),
+                                           zero_pair);
+  }
+  __device__ static float unit(bool) { return 1.0f; }
   __device__ static uint16_t from_float(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
 };
 
-// Pair (OFFSET + q_lo, OFFSET + q_hi) from nibbles shift/4 and shift/4 + 4 of `word`.
-template <class Pair>
-__device__ __forceinline__ uint32_t nibble_pair(uint32_t word, int shift) {
-  return lop3_and_or(word >> shift, 0x000F000Fu, Pair::OFFSET * 0x00010001u);
-}
-
-// Pair (OFFSET + z, OFFSET + z) for a zero point z in [0, 15].
+// Pair (OFFSET + z, OFFSET + z) for a zero point z in [0, 15] (the subtracting pair types).
 template <class Pair>
 __device__ __forceinline__ uint32_t zero_pair(uint32_t z) { return (Pair::OFFSET | z) * 0x00010001u; }
 

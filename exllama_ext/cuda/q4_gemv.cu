@@ -3,14 +3,17 @@
 //
 // W is the tiled matrix of q4_tile_layout.h: rows sorted by group and padded so that each
 // 16-row tile has one group; columns in strips of 64. Every weight is read once (one uint4 per
-// lane per 16 x 64 tile) and unpacked in registers to the exact integers q - zero in x's type
-// (q4_device.cuh), which mma.m16n8k16 multiplies on the tensor cores (products exact, sums in
-// fp32) with the roles of y^T = W^T x^T:
-//   A (16 x 16) = W^T: 16 columns of W x the tile's 16 k values (one uint4 word per lane),
+// lane per 16 x 64 tile) and unpacked in registers to exact values in x's type (q4_device.cuh:
+// in fp16 the nibbles themselves as subnormals, one AND per register; in bf16 q - zero), which
+// mma.m16n8k16 multiplies on the tensor cores (products exact, sums in fp32) with the roles of
+// y^T = W^T x^T:
+//   A (16 x 16) = W^T: 16 columns of W x the tile's 16 k values (two words of a lane),
 //   B (16 x 8)  = x^T: the tile's 16 k values x 8 rows of x (rows >= M read as 0),
-//   C (16 x 8)  = y^T, fp32: 4 mma per tile for M <= 8, 8 for M <= 16.
-// A warp sums a group's tiles into `group_sum`, then adds scale * group_sum to `acc` in fp32:
-// no weight is ever rounded, so y's error is the fp32 summation plus the one rounding of y.
+//   C (16 x 8)  = y^T, fp32: 4 mma per tile for M <= 8, 8 for M <= 16; in fp16 one more per
+//                 8 rows with A = 1, the sums of x that carry the zero point.
+// A warp sums a group's tiles into `group_sum`, then adds scale * (group_sum - zero * x_sum) in
+// fp16, scale * group_sum in bf16, to `acc` in fp32: no weight is ever rounded, so y's error is
+// the fp32 summation plus the one rounding of y.
 // Grid: (strips, splits). A block's 4 warps take consecutive slices of the split's k-tiles.
 // Each warp streams its weights through a ring of STAGES tiles in shared memory (cp.async:
 // STAGES - 1 tiles in flight while it computes one; a lane reads back only its own 16 bytes,
@@ -149,7 +152,7 @@ __global__ void q4_permute_x_kernel(const uint16_t* x, int64_t x_row_stride, int
 // x [rows][x_row_words] then the split's tile groups [tiles_per_split] (gemv_shared_bytes).
 template <class Pair, int ROW_BLOCKS>
 __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_kernel(GemvArgs args) {
-  static_assert(STAGES * 32 * sizeof(uint4) == 16 * STRIP * sizeof(float), "a warp's ring is its C tile");
+  static_assert(STAGES * 32 * sizeof(uint4) >= 16 * STRIP * sizeof(float), "the rings hold the warps' C tiles");
   __shared__ __align__(16) unsigned char ring_bytes[WARPS * STAGES * 32 * sizeof(uint4)];
   extern __shared__ __align__(16) uint32_t dynamic_shared[];
   __shared__ int is_last_block;
@@ -180,32 +183,48 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_kernel(Ge
 
   const uint4* scales = args.scales + static_cast<int64_t>(strip) * args.groups * 8 + g;
   const uint32_t* zeros = args.zeros + static_cast<int64_t>(strip) * args.groups * 8 + g;
-  // C entries of the 16-column block j and row block mb: [0], [1] column 16j + g, [2], [3]
-  // column 16j + 8 + g, for the x rows 8 mb + 2t and 8 mb + 2t + 1.
+  // C entries of the column block m (columns 16m..16m+15) and row block mb: [0], [1] column
+  // 16m + g, [2], [3] column 16m + 8 + g, for the x rows 8 mb + 2t and 8 mb + 2t + 1.
   float acc[4][ROW_BLOCKS][4] = {};        // sum over finished groups of scale * group_sum
-  float group_sum[4][ROW_BLOCKS][4] = {};  // sum over the current group's tiles of x * (q - zero)
-  uint32_t zero_pairs[8];  // (OFFSET + z, OFFSET + z) of column 8 nt + g
-  uint4 scale_word = {};   // fp16 scales of columns 8 nt + g, nt = 0..7
+  float group_sum[4][ROW_BLOCKS][4] = {};  // sum over the current group's tiles of x * weights
+  float x_sum[ROW_BLOCKS][4] = {};         // ZERO_BY_X_SUM: [0], [1] the group's sum of x rows 8 mb + 2t, +1
+  uint32_t zero_pairs[8] = {};  // subtracting pair types: (OFFSET + z, OFFSET + z) of column 8 nt + g
+  uint4 scale_word = {};        // fp16 scales of the group's columns 8 nt + g, nt = 0..7
+  uint32_t zero_word = 0;       // ZERO_BY_X_SUM: the group's zeros, nibble nt for column 8 nt + g
   int current_group = -1;
+  // acc += scale * (sum of x * (q - zero)) for the group that ends: scale * unit * group_sum,
+  // and with ZERO_BY_X_SUM - scale * zero * x_sum (scale * zero is exact in fp32).
   auto add_group = [&]() {
     const uint32_t words[4] = {scale_word.x, scale_word.y, scale_word.z, scale_word.w};
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {  // columns 16j + g (scale nt = 2j) and 16j + 8 + g (nt = 2j + 1)
-      const float scale_lo = half_bits_to_float(words[j] & 0xFFFFu), scale_hi = half_bits_to_float(words[j] >> 16);
+    for (int m = 0; m < 4; ++m) {  // columns 16m + g (scale nt = 2m) and 16m + 8 + g (nt = 2m + 1)
+      const float scale[2] = {half_bits_to_float(words[m] & 0xFFFFu), half_bits_to_float(words[m] >> 16)};
+      const float zero[2] = {static_cast<float>((zero_word >> (8 * m)) & 15u),
+                             static_cast<float>((zero_word >> (8 * m + 4)) & 15u)};
 #pragma unroll
       for (int mb = 0; mb < ROW_BLOCKS; ++mb) {
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
-          acc[j][mb][c] = fmaf(c < 2 ? scale_lo : scale_hi, group_sum[j][mb][c], acc[j][mb][c]);
-          group_sum[j][mb][c] = 0.0f;
+          acc[m][mb][c] = fmaf(scale[c / 2] * Pair::unit(m & 1), group_sum[m][mb][c], acc[m][mb][c]);
+          if constexpr (Pair::ZERO_BY_X_SUM) acc[m][mb][c] = fmaf(-scale[c / 2] * zero[c / 2], x_sum[mb][c & 1], acc[m][mb][c]);
+          group_sum[m][mb][c] = 0.0f;
         }
       }
     }
+#pragma unroll
+    for (int mb = 0; mb < ROW_BLOCKS; ++mb) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) x_sum[mb][c] = 0.0f;
+    }
   };
-  // Zero words two tiles ahead (they change with the group, and most reads hit L1).
+  // Subtracting pair types: zero words two tiles ahead (they change with the group, and most
+  // reads hit L1).
   const int* groups = split_groups + warp_first;
-  uint32_t zero_word = warp_tiles > 0 ? __ldg(zeros + groups[0] * 8) : 0u;
-  uint32_t zero_word_next = warp_tiles > 1 ? __ldg(zeros + groups[1] * 8) : 0u;
+  uint32_t zero_ahead = 0, zero_ahead_next = 0;
+  if constexpr (!Pair::ZERO_BY_X_SUM) {
+    zero_ahead = warp_tiles > 0 ? __ldg(zeros + groups[0] * 8) : 0u;
+    zero_ahead_next = warp_tiles > 1 ? __ldg(zeros + groups[1] * 8) : 0u;
+  }
   const uint4* next_tile = qtile + (STAGES - 1) * 32;  // the next tile to copy into the ring
   // B fragments (x^T): x row 8 mb + g at k = 16 kt + (2t, 2t+1) and + 8 (rows >= M are 0).
   const uint32_t* x_rows[ROW_BLOCKS];
@@ -228,15 +247,23 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_kernel(Ge
       next_tile += 32;
 
       const int group = groups[i];
-      const uint32_t z = zero_word;
-      zero_word = zero_word_next;
-      if (i + 2 < warp_tiles) zero_word_next = __ldg(zeros + groups[i + 2] * 8);
+      uint32_t z = 0;
+      if constexpr (!Pair::ZERO_BY_X_SUM) {
+        z = zero_ahead;
+        zero_ahead = zero_ahead_next;
+        if (i + 2 < warp_tiles) zero_ahead_next = __ldg(zeros + groups[i + 2] * 8);
+      }
       if (group != current_group) {
         if (current_group >= 0) add_group();
         current_group = group;
-        scale_word = __ldg(scales + current_group * 8);  // needed when the group ends: latency hidden
+        // Needed when the group ends: latency hidden.
+        scale_word = __ldg(scales + current_group * 8);
+        if constexpr (Pair::ZERO_BY_X_SUM) {
+          zero_word = __ldg(zeros + current_group * 8);
+        } else {
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) zero_pairs[nt] = zero_pair<Pair>((z >> (4 * nt)) & 15u);
+          for (int nt = 0; nt < 8; ++nt) zero_pairs[nt] = zero_pair<Pair>((z >> (4 * nt)) & 15u);
+        }
       }
       uint32_t b[ROW_BLOCKS][2];
 #pragma unroll
@@ -244,18 +271,28 @@ __global__ void __launch_bounds__(THREADS, GEMV_BLOCKS_PER_SM) q4_gemv_kernel(Ge
         b[mb][0] = row_in[mb] ? x_rows[mb][i * static_cast<int>(TILE_K / 2)] : 0u;
         b[mb][1] = row_in[mb] ? x_rows[mb][i * static_cast<int>(TILE_K / 2) + 4] : 0u;
       }
+      // Words 2P, 2P+1 hold the column blocks 2P (even nibbles) and 2P+1 (odd nibbles); a word
+      // gives a0 / a2 as is and a1 / a3 shifted by 8 (q4_tile_layout.h).
       const uint32_t words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        // A fragment (W^T rows = columns 16j + g, 16j + 8 + g): nibble pairs 0, 2, 1, 3 of word j.
-        const uint32_t a[4] = {Pair::subtract(nibble_pair<Pair>(words[j], 0), zero_pairs[2 * j]),
-                               Pair::subtract(nibble_pair<Pair>(words[j], 8), zero_pairs[2 * j + 1]),
-                               Pair::subtract(nibble_pair<Pair>(words[j], 4), zero_pairs[2 * j]),
-                               Pair::subtract(nibble_pair<Pair>(words[j], 12), zero_pairs[2 * j + 1])};
+      for (int pair = 0; pair < 2; ++pair) {
+        const uint32_t first = words[2 * pair], second = words[2 * pair + 1];
+        const uint32_t first_high = first >> 8, second_high = second >> 8;
 #pragma unroll
-        for (int mb = 0; mb < ROW_BLOCKS; ++mb) {
-          mma_16816<Pair>(group_sum[j][mb], a, b[mb][0], b[mb][1], group_sum[j][mb]);
+        for (int odd = 0; odd < 2; ++odd) {
+          const int m = 2 * pair + odd;
+          const uint32_t a[4] = {Pair::weights(first, odd, zero_pairs[2 * m]),
+                                 Pair::weights(first_high, odd, zero_pairs[2 * m + 1]),
+                                 Pair::weights(second, odd, zero_pairs[2 * m]),
+                                 Pair::weights(second_high, odd, zero_pairs[2 * m + 1])};
+#pragma unroll
+          for (int mb = 0; mb < ROW_BLOCKS; ++mb) mma_16816<Pair>(group_sum[m][mb], a, b[mb][0], b[mb][1], group_sum[m][mb]);
         }
+      }
+      if constexpr (Pair::ZERO_BY_X_SUM) {  // the group's sums of x, by one more mma with A = 1
+        const uint32_t ones[4] = {Pair::ONES, Pair::ONES, Pair::ONES, Pair::ONES};
+#pragma unroll
+        for (int mb = 0; mb < ROW_BLOCKS; ++mb) mma_16816<Pair>(x_sum[mb], ones, b[mb][0], b[mb][1], x_sum[mb]);
       }
     }
   }

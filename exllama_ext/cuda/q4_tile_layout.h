@@ -15,16 +15,23 @@
 //   qtile      u32 [strips][Kp/16][32 lanes][4 words]    one 16 x 64 tile per 512 bytes
 //   scales_t   fp16 [strips][G][8][8]                    [.., g, nt] = scale of column 8nt+g
 //   zeros_t    u32  [strips][G][8]                       [.., g] nibble nt = zero of column 8nt+g
-// Lane l = 4*g + t of a warp holds, in word j, the B fragments of mma.m16n8k16 for the
-// n-tiles 2j (column 16j+g) and 2j+1 (column 16j+8+g) of the strip:
-//   nibble 0,4: col 16j+g,   k = 2t, 2t+1      nibble 2,6: col 16j+8+g, k = 2t, 2t+1
-//   nibble 1,5: col 16j+g,   k = 2t+8, 2t+9    nibble 3,7: col 16j+8+g, k = 2t+8, 2t+9
-// so (word >> 4i) & 0x000F000F puts the i-th B register's two k values in the two halves.
-// Read with the roles swapped (W^T as the A operand, x^T as B), word j is the whole A
-// fragment of the 16 columns 16j..16j+15: nibble pairs 0, 2, 1, 3 are a0 (row g), a1 (row
-// g+8), a2, a3; the lane's C entries are columns 16j+g and 16j+8+g, whose zeros and scales it
-// reads at [g][nt] (nt = 2j, 2j+1). The GEMV multiplies a group's fp32 sums of x * (q - zero)
-// by the scale, so each weight enters exactly.
+// The GEMV multiplies with mma.m16n8k16 in the roles y^T = W^T x^T: A (16 x 16) holds 16
+// columns of W (A's rows) at a tile's 16 k (A's columns). A lane l = 4*g + t of a warp holds,
+// per mma, a0 = (column g, k 2t, 2t+1), a1 = (column g+8, k 2t, 2t+1), a2 = (column g, k 2t+8,
+// 2t+9), a3 = (column g+8, k 2t+8, 2t+9), each register two 16-bit halves (low half: the lower k).
+// The tile's 4 mma are the column blocks m = 0..3 (columns 16m..16m+15); words 2P and 2P+1 of
+// a lane hold blocks m = 2P (in the even nibbles) and m = 2P+1 (in the odd nibbles):
+//   word 2P + s, nibbles 0, 4: block 2P,   column 16(2P) + g,       k = 2t + 8s, +1
+//                nibbles 2, 6: block 2P,   column 16(2P) + 8 + g,   k = 2t + 8s, +1
+//                nibbles 1, 5: block 2P+1, column 16(2P+1) + g,     k = 2t + 8s, +1
+//                nibbles 3, 7: block 2P+1, column 16(2P+1) + 8 + g, k = 2t + 8s, +1
+// so one mask takes a whole register from a word with no shift or one shift by 8:
+//   block 2P:   word & 0x000F000F -> a0 (s = 0) or a2 (s = 1); (word >> 8) & 0x000F000F -> a1 / a3
+//   block 2P+1: word & 0x00F000F0 -> a0 / a2, (word >> 8) & 0x00F000F0 -> a1 / a3 (each half 16 q)
+// (in fp16 those halves are the subnormals q * 2^-24 and q * 2^-20, which the GEMV multiplies
+// exactly and rescales in fp32; bf16, whose 7-bit mantissa cannot hold 16 q, shifts the odd
+// nibbles down by 4 instead). The lane's C entries of block m are columns 16m + g and
+// 16m + 8 + g, whose zeros and scales it reads at [g][nt], nt = 2m, 2m + 1.
 // tile_cell() is this map; pack_tile_word() / pack_tile_scales() fill the layout (run by the
 // pack kernels, and on the host by tests/cpp/test_q4_tile_layout.cpp).
 #pragma once
@@ -73,7 +80,8 @@ struct TileCell {
 };
 PNTK_HOST_DEVICE inline TileCell tile_cell(int lane, int j, int p) {
   const int g = lane / 4, t = lane % 4;
-  return TileCell{2 * t + (p >> 2) + 8 * (p & 1), 16 * j + g + ((p & 3) >= 2 ? 8 : 0)};
+  const int block = 2 * (j / 2) + (p & 1);
+  return TileCell{2 * t + 8 * (j % 2) + (p >> 2), 16 * block + g + ((p & 2) ? 8 : 0)};
 }
 
 // The GPTQ tensors being tiled, readable where the packing functions run.

@@ -113,23 +113,23 @@ TEST(Q4TilePlan, RejectsBadInputNamingTheArgument) {
             std::string::npos);
 }
 
-// PTX ISA, "Matrix fragments for mma.m16n8k16" (.f16): B is 16 x 8 (k x n), lane = 4 g + t holds
-// in register r the pair (k = 2t + 8r, 2t + 8r + 1) of column n = g. The GEMV kernel takes
-// register r of n-tile 2j + h from nibbles (2h + r, 2h + r + 4) of word j.
+// PTX ISA, "Matrix fragments for mma.m16n8k16" (.f16): A is 16 x 16 (m x k), lane = 4 g + t
+// holds in register r the pair (k = 2t + 8 (r / 2), +1) of row g + 8 (r % 2). The GEMV takes A
+// = W^T of the column block m = 2 (j / 2) + odd, register r = 2 (j % 2) + shifted, from word j
+// as (word >> 8 shifted) masked to the nibbles odd, odd + 4 (q4_tile_layout.h).
 TEST(Q4TileLayout, NibblesMatchTheMmaFragments) {
   std::set<std::pair<int, int>> cells;
   for (int lane = 0; lane < 32; ++lane) {
     const int g = lane / 4, t = lane % 4;
     for (int j = 0; j < 4; ++j) {
-      for (int h = 0; h < 2; ++h) {
-        for (int r = 0; r < 2; ++r) {
-          const int nibble = 2 * h + r;
-          const TileCell lo = tile_cell(lane, j, nibble), hi = tile_cell(lane, j, nibble + 4);
-          const int n_tile = 2 * j + h;
-          EXPECT_EQ(lo.col, 8 * n_tile + g);
-          EXPECT_EQ(hi.col, 8 * n_tile + g);
-          EXPECT_EQ(lo.row, 2 * t + 8 * r);
-          EXPECT_EQ(hi.row, 2 * t + 8 * r + 1);
+      for (int shifted = 0; shifted < 2; ++shifted) {
+        for (int odd = 0; odd < 2; ++odd) {
+          const int block = 2 * (j / 2) + odd, reg = 2 * (j % 2) + shifted;
+          for (int half = 0; half < 2; ++half) {
+            const TileCell cell = tile_cell(lane, j, 2 * shifted + odd + 4 * half);
+            EXPECT_EQ(cell.col, 16 * block + g + 8 * (reg % 2));
+            EXPECT_EQ(cell.row, 2 * t + 8 * (reg / 2) + half);
+          }
         }
       }
       for (int p = 0; p < 8; ++p) {
@@ -197,9 +197,10 @@ struct PackCase {
 };
 
 // Packs random GPTQ tensors with pack_tile_word / pack_tile_scales, decodes every tile the way
-// q4_gemv_f16_kernel reads it (pair i of word j = bits 4i.. and 16+4i.. after >> 4i: B register
-// i % 2 of n-tile 2j + i / 2; lane 4g + t holds k = 2t + 8 reg + half of column 8 n-tile + g),
-// and compares with W[k, n] = scale * (q - zero) from the GPTQ definition.
+// q4_gemv_kernel reads it (word j >> (8 shifted + 4 odd), halves at bits 0 and 16: A register
+// 2 (j % 2) + shifted of the column block 2 (j / 2) + odd; lane 4g + t holds k = 2t + 8 (j % 2)
+// + half of column 16 block + 8 shifted + g, n-tile 2 block + shifted), and compares with
+// W[k, n] = scale * (q - zero) from the GPTQ definition.
 void expect_tiles_decode_to_gptq(const PackCase& c, uint32_t seed) {
   std::mt19937 random(seed);
   std::vector<int32_t> qweight(static_cast<size_t>(c.k / 8 * c.n)), qzeros(static_cast<size_t>(c.groups * c.n / 8));
@@ -234,15 +235,16 @@ void expect_tiles_decode_to_gptq(const PackCase& c, uint32_t seed) {
         for (int j = 0; j < 4; ++j) {
           const uint32_t word = qtile[static_cast<size_t>(((strip * plan.k_tiles() + kt) * 32 + lane) * 4 + j)];
           for (int i = 0; i < 4; ++i) {
-            const uint32_t pair = (word >> (4 * i)) & 0x000F000Fu;
-            const int n_tile = 2 * j + i / 2, reg = i % 2;
+            const int shifted = i / 2, odd = i % 2;
+            const uint32_t pair = (word >> (8 * shifted + 4 * odd)) & 0x000F000Fu;
+            const int n_tile = 2 * (2 * (j / 2) + odd) + shifted;
             const int64_t col = strip * STRIP_N + 8 * n_tile + g;
             const size_t scale_row = static_cast<size_t>((strip * c.groups + group) * 8 + g);
             const double scale = pntk::half_bits_to_float(scales_t[scale_row * 8 + static_cast<size_t>(n_tile)]);
             const int zero = static_cast<int>((zeros_t[scale_row] >> (4 * n_tile)) & 15u);
             for (int half = 0; half < 2; ++half) {
               const int q = static_cast<int>((pair >> (16 * half)) & 15u);
-              const int32_t row = plan.row_src[static_cast<size_t>(kt * TILE_K + 2 * t + 8 * reg + half)];
+              const int32_t row = plan.row_src[static_cast<size_t>(kt * TILE_K + 2 * t + 8 * (j % 2) + half)];
               if (row < 0 || col >= c.n) {
                 mismatches += q != 0 || (col >= c.n && scale != 0.0);  // padding must contribute nothing
                 continue;
