@@ -138,8 +138,8 @@ def test_gemv_matches_fp64(generator, k, n, groups, layout, rows, dtype):
 @pytest.mark.parametrize("layout", ["in_order", "act_order"])
 def test_gemv_with_the_largest_staged_x(generator, layout):
     # 300 strips and K = 960 (60 k-tiles): one split per strip, so each block stages all of x
-    # in shared memory, up to the most the kernel allows (16 rows x 60 tiles); rows 1-2 gather
-    # act-order x in the blocks, 3 and more permute it first.
+    # in shared memory, up to the most the kernel allows (16 rows x 60 tiles); one row gathers
+    # act-order x in the blocks, 2 and more permute it first.
     t, g_idx = make_gptq(generator, 960, 300 * 64, 30, act_order=layout == "act_order", bias=True)
     layer = backend(t)
     w64 = reference_weight(t, g_idx)

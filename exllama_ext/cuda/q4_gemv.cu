@@ -87,6 +87,7 @@ struct GemvArgs {
 
 // Loads a thread issues before it stores any (independent loads overlap their latency).
 constexpr int STAGE_BATCH = 8;
+constexpr int GATHER_QUADS = 5;  // 2560 k values per round: a whole split of K = 5120 in 2 splits
 
 // x of the split's k-tiles into shared memory [rows][x_row_words] in padded row order.
 __device__ __forceinline__ void stage_x(const GemvArgs& args, uint32_t* x_words, int split_begin, int split_tiles) {
@@ -108,31 +109,32 @@ __device__ __forceinline__ void stage_x(const GemvArgs& args, uint32_t* x_words,
     }
     return;
   }
-  uint16_t* x_halves = reinterpret_cast<uint16_t*>(x_words);  // gathered through row_src, rows <= 2
-  const int split_k = split_tiles * static_cast<int>(TILE_K);
-  for (int base = threadIdx.x; base < split_k; base += THREADS * STAGE_BATCH) {
-    int src[STAGE_BATCH];
-    uint16_t value[STAGE_BATCH][GEMV_MAX_GATHER_ROWS];
+  // One row (GEMV_MAX_GATHER_ROWS), gathered through row_src: a thread takes GATHER_QUADS
+  // quads of 4 consecutive padded rows (one int4 of row_src each), so that a split of up to
+  // THREADS * 4 * GATHER_QUADS k values costs one round trip for row_src and one for x.
+  const int quads = split_tiles * static_cast<int>(TILE_K / 4);
+  const int4* row_src_quads = reinterpret_cast<const int4*>(args.row_src + first_k);  // 16-byte aligned
+  uint2* x_quads = reinterpret_cast<uint2*>(x_words);
+  for (int base = threadIdx.x; base < quads; base += THREADS * GATHER_QUADS) {
+    int4 src[GATHER_QUADS];
 #pragma unroll
-    for (int u = 0; u < STAGE_BATCH; ++u) {
-      const int kk = base + u * THREADS;
-      src[u] = kk < split_k ? __ldg(args.row_src + first_k + kk) : -1;
+    for (int u = 0; u < GATHER_QUADS; ++u) {
+      const int quad = base + u * THREADS;
+      src[u] = quad < quads ? __ldg(row_src_quads + quad) : make_int4(-1, -1, -1, -1);
     }
+    uint32_t value[GATHER_QUADS][4];
 #pragma unroll
-    for (int u = 0; u < STAGE_BATCH; ++u) {
+    for (int u = 0; u < GATHER_QUADS; ++u) {
+      const int rows_of_quad[4] = {src[u].x, src[u].y, src[u].z, src[u].w};
 #pragma unroll
-      for (int r = 0; r < GEMV_MAX_GATHER_ROWS; ++r) {
-        value[u][r] = src[u] >= 0 && r < args.rows ? __ldg(args.x + r * args.x_row_stride + src[u] * args.x_col_stride) : 0;
+      for (int e = 0; e < 4; ++e) {
+        value[u][e] = rows_of_quad[e] >= 0 ? __ldg(args.x + rows_of_quad[e] * args.x_col_stride) : 0u;
       }
     }
 #pragma unroll
-    for (int u = 0; u < STAGE_BATCH; ++u) {
-      const int kk = base + u * THREADS;
-      if (kk >= split_k) continue;
-#pragma unroll
-      for (int r = 0; r < GEMV_MAX_GATHER_ROWS; ++r) {
-        if (r < args.rows) x_halves[2 * r * args.x_row_words + kk] = value[u][r];
-      }
+    for (int u = 0; u < GATHER_QUADS; ++u) {
+      const int quad = base + u * THREADS;
+      if (quad < quads) x_quads[quad] = make_uint2(value[u][0] | value[u][1] << 16, value[u][2] | value[u][3] << 16);
     }
   }
 }

@@ -220,7 +220,7 @@ constexpr int64_t GEMV_MIN_TILES_PER_SPLIT = 16;    // 4 k-tiles per warp at lea
 constexpr size_t GEMV_DYNAMIC_SHARED_BYTES = 31 * 1024;
 // Rows of x up to which act-order x is gathered by each block; more rows are first permuted
 // once into padded row order by a separate kernel (into the scratch buffer).
-constexpr int64_t GEMV_MAX_GATHER_ROWS = 2;
+constexpr int64_t GEMV_MAX_GATHER_ROWS = 1;
 
 // Words (uint32 = 2 halves) per staged x row: the split's k values, padded to 4 mod 32 words so
 // that the 32 lanes' fragment reads (row g, word 8 kt + t) fall in distinct banks.
