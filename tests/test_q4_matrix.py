@@ -1,6 +1,10 @@
 """pntk.Q4Matrix against the float64 GPTQ reference (gptq_reference.py), for every CPU kernel this
 machine runs and on a CUDA device (skipped, saying so, where no GPU is visible), for every format,
 group size, act-order and activation dtype."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -233,6 +237,51 @@ def test_build_info_and_kernels():
     assert info["cpu_kernel"] in KERNELS
     assert KERNELS[-1] == "scalar"
     assert pntk.get_num_threads() >= 1
+    assert info["cpu_threads"] == "pntk" or info["cpu_threads"].startswith("openmp (")
+
+
+TORCH_RUNS_ON_OPENMP = "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def run_python(code: str, **environment) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PNTK_CPU_THREADS", "OMP_WAIT_POLICY")}
+    env.update(environment)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_thread_runtime_follows_the_environment():
+    show = "import pntk; print(pntk.build_info()['cpu_threads'])"
+    default = run_python(show)
+    assert default.returncode == 0, default.stderr
+    if TORCH_RUNS_ON_OPENMP:  # torch's OpenMP threads run pntk's parallel loops too
+        assert default.stdout.startswith("openmp (") and "omp" in default.stdout.split("/")[-1]
+    assert run_python(show, PNTK_CPU_THREADS="pntk").stdout.strip() == "pntk"
+    assert run_python(show, OMP_WAIT_POLICY="PASSIVE").stdout.strip() == "pntk"  # idle OpenMP threads sleep
+    bad = run_python(show, PNTK_CPU_THREADS="threads")
+    assert bad.returncode != 0
+    assert "PNTK_CPU_THREADS: must be auto, openmp or pntk, got 'threads'" in bad.stderr
+
+
+def test_results_do_not_depend_on_the_thread_runtime(rng):
+    tensors = ref.random_gptq(K, 8 * 64 + 8, 6, rng, act_order=True)
+    w = pntk.Q4Matrix.from_gptq(**tensors)
+    runtimes = ["pntk"] + (["openmp"] if TORCH_RUNS_ON_OPENMP else [])
+    threads = q4.get_num_threads()
+    try:
+        q4.set_num_threads(2)
+        for m in (1, 17):
+            x = torch.from_numpy(rng.standard_normal((m, K)).astype(np.float32))
+            results = []
+            for runtime in runtimes:
+                pntk.set_thread_runtime(runtime)
+                assert pntk.build_info()["cpu_threads"].split(" ")[0] == runtime
+                results.append(w(x))
+            assert all(torch.equal(r, results[0]) for r in results)
+        with pytest.raises(ValueError, match="runtime: must be auto, openmp or pntk, got 'gomp'"):
+            pntk.set_thread_runtime("gomp")
+    finally:
+        q4.set_num_threads(threads)
+        pntk.set_thread_runtime("auto")
 
 
 # ---- bad input -------------------------------------------------------------------------

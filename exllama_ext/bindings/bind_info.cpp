@@ -8,6 +8,7 @@
 
 #include "bindings/registry.h"
 #include "core/q4_matrix.h"
+#include "core/thread_pool.h"
 
 namespace py = pybind11;
 
@@ -36,6 +37,7 @@ PNTK_BINDINGS(bind_info) {
 #endif
     info["cuda_archs"] = cuda_archs();
     info["cpu_kernel"] = pntk::q4_cpu_kernel().name;
+    info["cpu_threads"] = pntk::thread_runtime_name();
     return info;
   });
 }

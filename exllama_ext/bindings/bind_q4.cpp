@@ -70,6 +70,10 @@ PNTK_BINDINGS(bind_q4) {
 
   m.def("set_num_threads", &pntk::set_num_threads, py::arg("threads"), "Threads of the CPU kernels (>= 1).");
   m.def("get_num_threads", &pntk::get_num_threads);
+  m.def(
+      "set_thread_runtime",
+      [](const std::string& name) { pntk::set_thread_runtime(pntk::thread_runtime_from_name(name, "runtime")); },
+      py::arg("runtime"), "Threads of the CPU kernels: 'auto', 'openmp' (the process's OpenMP runtime) or 'pntk'.");
   m.def("q4_cpu_kernels", [] {
     std::vector<std::string> names;
     for (const auto* kernel : pntk::q4_cpu_kernels()) names.emplace_back(kernel->name);

@@ -3,10 +3,10 @@ from ._core import ConfigError
 from ._core import __version__
 from .rope import RopePlan
 from .gptq import load_gptq, quantize_gptq
-from .q4 import Q4Matrix, get_num_threads, set_num_threads
+from .q4 import Q4Matrix, get_num_threads, set_num_threads, set_thread_runtime
 
 __all__ = ["ConfigError", "RopePlan", "__version__", "build_info"]
-__all__ += ["Q4Matrix", "load_gptq", "quantize_gptq", "set_num_threads", "get_num_threads"]
+__all__ += ["Q4Matrix", "load_gptq", "quantize_gptq", "set_num_threads", "get_num_threads", "set_thread_runtime"]
 
 
 def build_info() -> dict:

@@ -16,7 +16,8 @@ import torch
 from . import _core
 from ._tensor import view
 
-__all__ = ["Q4Matrix", "CpuQ4Backend", "set_num_threads", "get_num_threads", "cpu_kernels", "set_cpu_kernel"]
+__all__ = ["Q4Matrix", "CpuQ4Backend", "set_num_threads", "get_num_threads", "set_thread_runtime", "cpu_kernels",
+           "set_cpu_kernel"]
 
 
 def _optional_view(tensor: Optional[torch.Tensor], name: str):
@@ -30,6 +31,15 @@ def set_num_threads(threads: int) -> None:
 
 def get_num_threads() -> int:
     return _core.get_num_threads()
+
+
+def set_thread_runtime(runtime: str) -> None:
+    """The threads the CPU kernels run on: "openmp" (the process's OpenMP runtime, torch's,
+    whose threads otherwise spin beside pntk's after each torch operator), "pntk" (pntk's own
+    pool) or "auto" (openmp when one is loaded and OMP_WAIT_POLICY is not passive). The default
+    comes from the environment variable PNTK_CPU_THREADS (auto); build_info()["cpu_threads"]
+    says which is in use."""
+    _core.set_thread_runtime(str(runtime))
 
 
 def cpu_kernels() -> list:

@@ -15,6 +15,10 @@
 #include "core/q4_matrix.h"
 #include "core/thread_pool.h"
 
+#ifdef PNTK_TEST_WITH_OPENMP
+#include <omp.h>
+#endif
+
 #ifdef __linux__
 #include <sched.h>
 #endif
@@ -104,8 +108,44 @@ TEST(Q4Matrix, ValidationNamesTheTensor) {
   EXPECT_THROW(parse_gptq_format("gptq_v3"), std::invalid_argument);
 }
 
-TEST(ThreadPool, CoversEveryTaskOnce) {
-  const int threads = get_num_threads();
+// parallel_for and parallel_for_after on each thread runtime: pntk's own pool, and the
+// process's OpenMP runtime (libgomp, linked into this test for it).
+class ParallelFor : public ::testing::TestWithParam<ThreadRuntime> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == ThreadRuntime::openmp) {
+#ifdef PNTK_TEST_WITH_OPENMP
+      ASSERT_GE(omp_get_max_threads(), 1);  // (a call into the runtime keeps it linked)
+#else
+      GTEST_SKIP() << "this test binary was built without an OpenMP runtime";
+#endif
+    }
+    set_thread_runtime(GetParam());
+    threads_ = get_num_threads();
+  }
+  void TearDown() override {
+    set_num_threads(threads_);
+    set_thread_runtime(ThreadRuntime::automatic);
+  }
+  int threads_ = 1;
+};
+
+INSTANTIATE_TEST_SUITE_P(Runtimes, ParallelFor, ::testing::Values(ThreadRuntime::pntk, ThreadRuntime::openmp),
+                         [](const ::testing::TestParamInfo<ThreadRuntime>& info) {
+                           return std::string(info.param == ThreadRuntime::pntk ? "pntk" : "openmp");
+                         });
+
+TEST_P(ParallelFor, RunsOnTheChosenRuntime) {
+  const std::string name = thread_runtime_name();
+  if (GetParam() == ThreadRuntime::pntk) {
+    EXPECT_EQ(name, "pntk");
+  } else {
+    EXPECT_EQ(name.rfind("openmp (", 0), 0u) << name;
+    EXPECT_NE(name.find("omp"), std::string::npos) << name;
+  }
+}
+
+TEST_P(ParallelFor, CoversEveryTaskOnce) {
   for (int n : {1, 2, 5}) {
     set_num_threads(n);
     std::vector<int> hits(37, 0);
@@ -114,12 +154,10 @@ TEST(ThreadPool, CoversEveryTaskOnce) {
     });
     for (int h : hits) EXPECT_EQ(h, 1);
   }
-  set_num_threads(threads);
   EXPECT_THROW(set_num_threads(0), std::invalid_argument);
 }
 
-TEST(ThreadPool, CoversEveryTaskOnceWithManyTasks) {  // guided chunks down to one task
-  const int threads = get_num_threads();
+TEST_P(ParallelFor, CoversEveryTaskOnceWithManyTasks) {
   set_num_threads(2);
   for (int64_t tasks : {2, 3, 9, 1000}) {
     std::vector<std::atomic<int>> hits(static_cast<size_t>(tasks));
@@ -128,11 +166,9 @@ TEST(ThreadPool, CoversEveryTaskOnceWithManyTasks) {  // guided chunks down to o
     });
     for (auto& h : hits) EXPECT_EQ(h.load(), 1);
   }
-  set_num_threads(threads);
 }
 
-TEST(ThreadPool, AThreadThatFinishesTakesPartOfAnotherShare) {
-  const int threads = get_num_threads();
+TEST_P(ParallelFor, AThreadThatFinishesTakesPartOfAnotherShare) {
   set_num_threads(2);
   const auto caller = std::this_thread::get_id();
   std::vector<std::thread::id> ran_on(64);
@@ -142,15 +178,13 @@ TEST(ThreadPool, AThreadThatFinishesTakesPartOfAnotherShare) {
       ran_on[static_cast<size_t>(i)] = std::this_thread::get_id();
     }
   });
-  set_num_threads(threads);
   EXPECT_EQ(ran_on[0], caller);
-  int taken = 0;  // tasks of the caller's share [0, 32) that the worker ran
+  int taken = 0;  // tasks of the caller's share [0, 32) that the other thread ran
   for (int i = 1; i < 32; ++i) taken += ran_on[static_cast<size_t>(i)] != caller;
   EXPECT_GT(taken, 0);
 }
 
-TEST(ThreadPool, SetupRunsFirstWhileTheWorkersWarmTheirShares) {
-  const int threads = get_num_threads();
+TEST_P(ParallelFor, SetupRunsFirstWhileTheOtherThreadsWarmTheirShares) {
   set_num_threads(2);
   const auto caller = std::this_thread::get_id();
   std::atomic<bool> set_up{false};
@@ -160,7 +194,7 @@ TEST(ThreadPool, SetupRunsFirstWhileTheWorkersWarmTheirShares) {
   bool warm_on_caller = false;
   parallel_for_after(
       64,
-      [&] {  // waits (up to 2 s) for the worker's 3 warm steps
+      [&] {  // waits (up to 2 s) for the other thread's 3 warm steps
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
         for (;;) {
           {
@@ -181,17 +215,15 @@ TEST(ThreadPool, SetupRunsFirstWhileTheWorkersWarmTheirShares) {
         if (!set_up) ++bodies_before_setup;
         tasks_run += static_cast<int>(end - begin);
       });
-  set_num_threads(threads);
   EXPECT_EQ(bodies_before_setup.load(), 0);
   EXPECT_EQ(tasks_run.load(), 64);
   EXPECT_FALSE(warm_on_caller);
-  // the worker's share is [32, 64); warming stops at the first false
+  // the other thread's share is [32, 64); warming stops at the first false
   const std::vector<std::array<int64_t, 3>> expected{{32, 64, 0}, {32, 64, 1}, {32, 64, 2}};
   EXPECT_EQ(warm_calls, expected);
 }
 
-TEST(ThreadPool, ASetupThatThrowsRunsNoBody) {
-  const int threads = get_num_threads();
+TEST_P(ParallelFor, ASetupThatThrowsRunsNoBody) {
   for (int n : {1, 2}) {
     set_num_threads(n);
     std::atomic<int> bodies{0};
@@ -201,7 +233,23 @@ TEST(ThreadPool, ASetupThatThrowsRunsNoBody) {
                  std::runtime_error);
     EXPECT_EQ(bodies.load(), 0);
   }
-  set_num_threads(threads);
+}
+
+TEST_P(ParallelFor, AnExceptionInAnyTaskReachesTheCaller) {
+  set_num_threads(2);
+  for (int64_t failing : {0, 63}) {  // in the caller's share, in the other thread's
+    std::atomic<int> run{0};
+    try {
+      parallel_for(64, [&](int64_t begin, int64_t) {
+        ++run;
+        if (begin == failing) throw std::out_of_range("task " + std::to_string(begin));
+      });
+      ADD_FAILURE() << "no exception";
+    } catch (const std::out_of_range& e) {
+      EXPECT_EQ(std::string(e.what()), "task " + std::to_string(failing));
+    }
+    EXPECT_GE(run.load(), 2);  // the other tasks ran on
+  }
 }
 
 TEST(HugePageAllocator, LargeBlocksStartOnA2MiBBoundary) {
@@ -215,7 +263,7 @@ TEST(HugePageAllocator, LargeBlocksStartOnA2MiBBoundary) {
 }
 
 #ifdef __linux__
-TEST(ThreadPool, LeaveCpuMovesTheThreadAndRestoresItsAffinity) {
+TEST(LeaveCpu, MovesTheThreadAndRestoresItsAffinity) {
   cpu_set_t before;
   ASSERT_EQ(sched_getaffinity(0, sizeof before, &before), 0);
   const int cpu = current_cpu();
