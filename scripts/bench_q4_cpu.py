@@ -9,7 +9,9 @@ just before each batch of q4 calls: the ratio is taken round by round, as the ba
 machine gives drifts within seconds), and the speed-up over torch's dense bf16 and fp32 matmul
 of the same shape (copies rotated too).
 Then the GEMM path (M = 64, 256) against torch's dense fp32 matmul of the dequantized weight,
-and a cache-hot case: K=14336, N=4096, M=1, group 32, act-order, one weight copy.
+a cache-hot case (K=14336, N=4096, M=1, group 32, act-order, one weight copy), and Llama-2-7B
+decode layers with torch's operators between the q4 matmuls, on each thread runtime
+(pntk.set_thread_runtime: pntk's own threads, or torch's OpenMP team).
 
     python scripts/bench_q4_cpu.py [--threads N] [--kernel avx512bf16|avx512|avx2|scalar] [--min-mb 320]
                                    [--dtype float16|bfloat16]
@@ -203,6 +205,63 @@ def main():
     cpu = (time.thread_time() - start) / 50
     q4.set_num_threads(threads)
     print(f"  same case on one thread: {cpu * 1e3:.3f} ms of CPU time per call ({k * n / cpu / 1e9:.1f} multiply-adds/ns)")
+    decode_step(generator, x_dtype)
+
+
+def decode_step(generator, x_dtype, layers=4, context=4096, heads=32):
+    """Llama-2-7B decode layers as a runner runs them: torch's RMSNorm, attention over a cached
+    context (fp32) and SiLU between the q4 matmuls (g128, act-order), 4 layers rotated (over the
+    L3). Torch's parallel operators leave its OpenMP threads spinning, so where the q4 kernels'
+    threads come from matters: each thread runtime is timed, rounds alternating."""
+    h, inter = 4096, 11008
+    stack = [dict(qkv=random_q4(h, 3 * h, 128, generator), o=random_q4(h, h, 128, generator),
+                  gate_up=random_q4(h, 2 * inter, 128, generator), down=random_q4(inter, h, 128, generator),
+                  keys=torch.randn(heads, context, h // heads, generator=generator),
+                  values=torch.randn(heads, context, h // heads, generator=generator)) for _ in range(layers)]
+    q4_seconds = [0.0]
+
+    def q4_call(w, x):
+        start = time.perf_counter()
+        y = w(x)
+        q4_seconds[0] += time.perf_counter() - start
+        return y
+
+    def rms_norm(x):
+        return (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6)).to(x_dtype)
+
+    def step(x):
+        for layer in stack:
+            q, _, _ = q4_call(layer["qkv"], rms_norm(x)).split(h, dim=-1)
+            scores = torch.softmax(q.float().view(heads, 1, -1) @ layer["keys"].transpose(1, 2) / 11.3, dim=-1)
+            x = x + q4_call(layer["o"], (scores @ layer["values"]).reshape(1, h).to(x_dtype))
+            gate_up = q4_call(layer["gate_up"], rms_norm(x))
+            x = x + q4_call(layer["down"], torch.nn.functional.silu(gate_up[:, :inter]) * gate_up[:, inter:])
+        return x
+
+    runtimes = ["pntk"] + (["openmp"] if pntk.build_info()["cpu_threads"].startswith("openmp") else [])
+    x = (torch.randn(1, h, generator=generator) * 0.1).to(x_dtype)
+    results = {runtime: ([], []) for runtime in runtimes}  # seconds per layer: whole step, q4 calls
+    for round_ in range(12):
+        for runtime in runtimes:
+            pntk.set_thread_runtime(runtime)
+            q4_seconds[0] = 0.0
+            start = time.perf_counter()
+            step(x)
+            if round_ >= 2:  # warm-up rounds
+                results[runtime][0].append((time.perf_counter() - start) / layers)
+                results[runtime][1].append(q4_seconds[0] / layers)
+    pntk.set_thread_runtime("auto")
+    print()
+    print(f"decode step: {layers} Llama-2-7B layers rotated (g128 act-order q4; torch RMSNorm, fp32 attention over "
+          f"{context} cached positions and SiLU between), median of 10 rounds per thread runtime")
+    q4_median = {runtime: median(results[runtime][1]) for runtime in runtimes}
+    for runtime in runtimes:
+        layer_seconds, q4_layer = median(results[runtime][0]), q4_median[runtime]
+        weights = sum(q4_bytes(k, n, 128, 1) for k, n in ((h, 3 * h), (h, h), (h, 2 * inter), (inter, h)))
+        print(f"  {runtime:<6}: {layer_seconds * 1e3:6.2f} ms per layer, of which q4 {q4_layer * 1e3:6.2f} ms "
+              f"({weights / q4_layer / 1e9:5.1f} GB/s)")
+    if len(runtimes) == 2:
+        print(f"  q4 time on pntk's own threads / on torch's OpenMP team: {q4_median['pntk'] / q4_median['openmp']:.2f}x")
 
 
 if __name__ == "__main__":
