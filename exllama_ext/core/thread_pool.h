@@ -15,8 +15,9 @@ int get_num_threads();
 // The threads parallel_for runs on:
 //  - openmp: the process's OpenMP runtime (torch's libgomp, when torch runs on OpenMP). Its
 //    threads spin for milliseconds after each of torch's parallel operators; threads of pntk's
-//    own beside them took turns with them on the cores, and a q4 GEMV just after a torch
-//    operator ran up to 1.8x slower. As members of the same team they run pntk's parts at once.
+//    own beside them took turns with them on the cores: a q4 GEMV just after a torch operator
+//    ran 1.8x slower, the q4 matmuls of Llama decode layers with torch's attention between them
+//    3-4x (scripts/bench_q4_cpu.py). As members of the same team they run pntk's parts at once.
 //  - pntk: a small persistent pool of pntk's own (when no OpenMP runtime is loaded).
 // Chosen at the first parallel call from the environment variable PNTK_CPU_THREADS: "auto"
 // (the default: openmp when an OpenMP runtime is loaded and OMP_WAIT_POLICY is not passive,
