@@ -255,9 +255,9 @@ def decode_step(generator, x_dtype, layers=4, context=4096, heads=32):
     print(f"decode step: {layers} Llama-2-7B layers rotated (g128 act-order q4; torch RMSNorm, fp32 attention over "
           f"{context} cached positions and SiLU between), median of 10 rounds per thread runtime")
     q4_median = {runtime: median(results[runtime][1]) for runtime in runtimes}
+    weights = sum(q4_bytes(k, n, 128, 1) for k, n in ((h, 3 * h), (h, h), (h, 2 * inter), (inter, h)))
     for runtime in runtimes:
         layer_seconds, q4_layer = median(results[runtime][0]), q4_median[runtime]
-        weights = sum(q4_bytes(k, n, 128, 1) for k, n in ((h, 3 * h), (h, h), (h, 2 * inter), (inter, h)))
         print(f"  {runtime:<6}: {layer_seconds * 1e3:6.2f} ms per layer, of which q4 {q4_layer * 1e3:6.2f} ms "
               f"({weights / q4_layer / 1e9:5.1f} GB/s)")
     if len(runtimes) == 2:

@@ -46,21 +46,30 @@ void poll_briefly(Ready ready) {
 
 using Body = std::function<void(int64_t begin, int64_t end)>;
 
-// One parallel job of `parts` parts: part p owns the contiguous share [p T / P, (p + 1) T / P)
-// of the T tasks. Part 0 (the caller) runs the setup, if any, while the other parts warm their
-// shares (await_setup); then every part runs its share (run_shares). Exceptions stay inside
-// the part that threw and are rethrown by rethrow() once every part is done.
+// One parallel job of `parts` parts, made on the calling thread: part p owns the contiguous
+// share [p T / P, (p + 1) T / P) of the T tasks. Part 0 (the caller) runs the setup, if any,
+// while the other parts warm their shares (await_setup); then every part runs its share
+// (run_shares). Exceptions stay inside the part that threw and are rethrown by rethrow() once
+// every part is done.
 class Job {
  public:
   enum class SetupState { running, done, failed };
 
   Job(int64_t tasks, int parts, const std::function<void()>* setup, const WarmFn* warm, const Body& body)
-      : shares_(static_cast<size_t>(parts)), body_(body), warm_(warm), setup_(setup) {
+      : shares_(static_cast<size_t>(parts)),
+        body_(body),
+        warm_(warm),
+        setup_(setup),
+        setup_state_(setup ? SetupState::running : SetupState::done),
+        caller_cpu_(current_cpu()) {
     for (int p = 0; p < parts; ++p) shares_[static_cast<size_t>(p)] = pack(tasks * p / parts, tasks * (p + 1) / parts);
-    setup_state_.store(setup ? SetupState::running : SetupState::done, std::memory_order_relaxed);
   }
 
+  // Runs part `part` on the calling thread: 0 on the job's caller, the others on the pool's
+  // workers or the OpenMP team's threads.
   void run_part(int part) {
+    // The scheduler may have woken this thread on the caller's CPU (see leave_cpu).
+    if (part != 0 && caller_cpu_ >= 0 && current_cpu() == caller_cpu_) leave_cpu(caller_cpu_);
     try {
       if (part == 0) {
         run_setup();
@@ -164,7 +173,8 @@ class Job {
   const Body& body_;
   const WarmFn* warm_;
   const std::function<void()>* setup_;
-  std::atomic<SetupState> setup_state_{SetupState::done};
+  std::atomic<SetupState> setup_state_;
+  const int caller_cpu_;
   std::mutex error_mutex_;
   std::exception_ptr caller_error_, worker_error_;
 };
@@ -194,7 +204,6 @@ class ThreadPool {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = &job;
-      caller_cpu_ = current_cpu();
       parts_ = parts;
       pending_ = parts - 1;
       ++generation_;
@@ -220,8 +229,6 @@ class ThreadPool {
         if (part >= parts_) continue;
         job = job_;
       }
-      // The scheduler may have woken this worker on the caller's CPU (see leave_cpu).
-      if (caller_cpu_ >= 0 && current_cpu() == caller_cpu_) leave_cpu(caller_cpu_);
       job->run_part(part);
       std::lock_guard<std::mutex> lock(mutex_);
       if (--pending_ == 0) done_.notify_one();
@@ -241,8 +248,7 @@ class ThreadPool {
   std::mutex job_mutex_, mutex_;
   std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
-  Job* job_ = nullptr;   // written under mutex_ before generation_ changes
-  int caller_cpu_ = -1;  // likewise
+  Job* job_ = nullptr;  // written under mutex_ before generation_ changes
   int parts_ = 0;
   std::atomic<int> pending_{0};  // written under mutex_, polled without it
   std::atomic<uint64_t> generation_{0};
@@ -293,14 +299,11 @@ void run_on_team(const OpenMp& openmp, Job& job, int parts) {
   struct Team {
     Job* job;
     const OpenMp* openmp;
-    int caller_cpu;
-  } team{&job, &openmp, current_cpu()};
+  } team{&job, &openmp};
   openmp.parallel(
       [](void* data) {
         const Team& team = *static_cast<const Team*>(data);
-        const int part = team.openmp->thread_num();
-        if (part != 0 && team.caller_cpu >= 0 && current_cpu() == team.caller_cpu) leave_cpu(team.caller_cpu);
-        team.job->run_part(part);
+        team.job->run_part(team.openmp->thread_num());
       },
       &team, static_cast<unsigned>(parts), 0);
 }
@@ -339,9 +342,11 @@ void choose(Runtime& r, ThreadRuntime choice) {
   r.chosen = true;
 }
 
-ThreadRuntime choice_from_environment() {
+// Chooses from PNTK_CPU_THREADS unless a choice was made (by it or set_thread_runtime).
+void choose_once(Runtime& r) {
+  if (r.chosen) return;
   const char* value = std::getenv("PNTK_CPU_THREADS");
-  return thread_runtime_from_name(value ? value : "auto", "PNTK_CPU_THREADS");
+  choose(r, thread_runtime_from_name(value ? value : "auto", "PNTK_CPU_THREADS"));
 }
 
 // Runs the job on the chosen runtime (choosing it on the first call).
@@ -353,7 +358,7 @@ void run_job(int64_t tasks, const std::function<void()>* setup, const WarmFn* wa
   int threads;
   {
     std::lock_guard<std::mutex> lock(r.mutex);
-    if (!r.chosen) choose(r, choice_from_environment());
+    choose_once(r);
     threads = r.threads;
     if (r.openmp) {
       openmp = &*r.openmp;
@@ -430,7 +435,7 @@ void set_thread_runtime(ThreadRuntime choice) {
 std::string thread_runtime_name() {
   Runtime& r = runtime();
   std::lock_guard<std::mutex> lock(r.mutex);
-  if (!r.chosen) choose(r, choice_from_environment());
+  choose_once(r);
   return r.openmp ? "openmp (" + r.openmp->library + ")" : "pntk";
 }
 
