@@ -4,9 +4,9 @@
 // - one core, weights in cache (4096 x 1024, group 32): vdpbf16ps runs 1.35x (bf16 x) and
 //   1.2x (fp16 x, 2 parts) the fp32-FMA GEMV at M = 1, 1.6x (bf16 x) at M = 8; fp16 x in 2
 //   parts gains 5% at M = 2 and nothing beyond, so it stops at M = 1;
-// - two cores, weights streamed from memory: every one of these GEMVs reads at 81-92% of the
-//   measured bandwidth at M = 1 (the per-core speed counts when the machine's bandwidth
-//   outruns two cores).
+// - two cores, weights streamed from memory, fp16 x at M = 1: 87-93% of the measured read
+//   bandwidth when the machine gives ~48 GB/s, 77-93% at ~78 GB/s, where the per-core speed
+//   counts (scripts/bench_q4_cpu.py).
 // (A GEMV on vpdpbusd, x in 2 s8 parts, ran 1.5x the fp32 FMAs on cache-resident weights but
 // read memory at only 70-80% of the bandwidth at M = 1 and 40-50% at M = 2, so it was removed.)
 //
@@ -33,7 +33,7 @@
 // The common decode case, M = 1 on a full 64-column tile, has its own loop
 // (gemv_row_full_tile): y stays in 4 registers over the whole of K, so a chunk's epilogue is
 // 3 adds, one FNMA and one FMA per vector. On one core with cached weights (Zen 5, fp16 x,
-// group 32) this took 4096 x 4096 from 216 to 195 us; the word-row loop itself runs near
+// group 32) this took 4096 x 4096 from 216 to 193 us; the word-row loop itself runs near
 // vdpbf16ps's 2 per cycle (8 per 64 bytes of weights with 2 parts).
 #include "core/q4_kernel_avx512.h"
 
