@@ -186,6 +186,26 @@ def test_bf16_activations_at_the_ends_of_the_exponent_range(device, scale, rng):
         assert ref.relative_error(y, ref.matmul(x, w64)) <= ref.TOLERANCE[torch.bfloat16], f"M={m}"
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_cpu_kernels_take_activations_near_the_top_of_the_float_range(kernel, dtype, rng):
+    # |x| ~ 2^120 with scales ~2^-7: y ~ 2^123 is finite, but sums of x (1 + q/16) or of x q 2^4j
+    # over a group are not, unless the row is scaled down first (q4::row_scale).
+    previous = pntk._core.q4_cpu_kernel()
+    q4.set_cpu_kernel(kernel)
+    try:
+        w, w64 = act_order_matrix("cpu", ref.random_gptq(K, N, 3, rng, act_order=True))
+        for m in (1, 3, 17):
+            x = (torch.from_numpy(rng.standard_normal((m, K)).astype(np.float32)) * 2.0**120).to(dtype)
+            expected = ref.matmul(x, w64)
+            assert np.abs(expected).max() < 2.0**127  # representable: an inf or NaN in y is the kernel's
+            y = w(x)
+            assert torch.isfinite(y).all(), f"M={m}"
+            assert ref.relative_error(y, expected) <= ref.TOLERANCE[dtype], f"M={m}"
+    finally:
+        q4.set_cpu_kernel(previous)
+
+
 def test_bf16_denormal_activations_are_not_flushed(device, rng):
     # |x| < 2^-126 are bf16 denormals (vdpbf16ps reads them as 0). With scales near 2^15 the
     # outputs (~2^-110) are normal bf16 numbers, so a kernel that flushed x would return 0.

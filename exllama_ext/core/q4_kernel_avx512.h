@@ -46,7 +46,8 @@ struct Avx512 {
   }
 
   // Row m of x converted to fp32 (per-thread scratch, original order) and the row's factor
-  // (tiny_row_scale: 2^64 for a row whose largest |x| is under 2^-64, else 1).
+  // (row_scale: 2^64 for a row whose largest |x| is under 2^-64, 2^-64 for one at 2^64 or more,
+  // else 1).
   struct ScaledRow {
     const float* values;
     __m512 scale;
@@ -58,7 +59,7 @@ struct Avx512 {
     __m512 largest = _mm512_setzero_ps();  // K % 8 == 0
     for (int64_t k = 0; k < w.k; k += kLanes)
       largest = _mm512_max_ps(largest, _mm512_abs_ps(_mm512_maskz_loadu_ps(mask(static_cast<int>(std::min<int64_t>(kLanes, w.k - k))), row + k)));
-    const float scale = tiny_row_scale(_mm512_reduce_max_ps(largest));
+    const float scale = row_scale(_mm512_reduce_max_ps(largest));
     return {row, _mm512_set1_ps(scale), 1.0f / scale};
   }
 

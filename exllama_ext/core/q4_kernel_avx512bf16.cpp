@@ -23,7 +23,7 @@
 // (8 x 5 significant bits). So 32 weights take one shift and one vpternlogd (shared by the rows
 // of x) and one vdpbf16ps per row of x and part. (vdpbf16ps takes bf16 denormals, |x| < 2^-126,
 // as 0: a row of x that small is scaled by 2^64 first (Q4Activations), so what it drops is
-// below 2^-62 of the row's largest |x|.)
+// below 2^-62 of the row's largest |x|; a row at 2^64 or more is scaled by 2^-64.)
 // Per chunk of a group g (kChunkWordRows word rows from the group's start, the last one
 // shorter: this bounds the error of the offset terms summed into acc), with
 // acc = sum_p 16 x[p] (1 + q[p]/16) and xsum = sum_p x[p] over the chunk:

@@ -71,15 +71,15 @@ void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_sca
     convert_row(x, m, row.data());
     float largest = 0.0f;
     for (int64_t k = 0; k < w.k; ++k) largest = std::max(largest, std::fabs(row[k]));
-    const float row_scale = tiny_row_scale(largest);
-    out.row_unscale[m] = 1.0f / row_scale;
+    const float factor = row_scale(largest);
+    out.row_unscale[m] = 1.0f / factor;
     float* packed = out.x.data() + m * w.packed_rows;
     for (int64_t g = 0; g < w.groups; ++g) {
       float partial[8] = {};  // one sum per row of a word: 8 independent chains
       for (int64_t p0 = w.group_begin[g]; p0 < w.group_begin[g + 1]; p0 += 8) {
         for (int j = 0; j < 8; ++j) {
           const int32_t k = w.row_of_packed[p0 + j];
-          const float value = row[k < 0 ? w.k : k] * row_scale;
+          const float value = row[k < 0 ? w.k : k] * factor;
           partial[j] += value;
           packed[p0 + j] = value * scale[j];
         }
@@ -91,7 +91,10 @@ void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_sca
   }
 }
 
-float tiny_row_scale(float largest) { return largest > 0.0f && largest < 0x1p-64f ? 0x1p64f : 1.0f; }
+float row_scale(float largest) {
+  if (largest >= 0x1p64f) return 0x1p-64f;
+  return largest > 0.0f && largest < 0x1p-64f ? 0x1p64f : 1.0f;
+}
 
 float* thread_scratch(int slot, int64_t floats) {
   thread_local std::vector<float> buffers[2];

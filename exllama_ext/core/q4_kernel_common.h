@@ -29,8 +29,12 @@ void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_sca
                          Q4Activations& out);
 
 // The factor a row of x is stored times (Q4Activations): 2^64 when its largest |x| is under
-// 2^-64 (and not 0), else 1. Its inverse, exact, is the row's row_unscale.
-float tiny_row_scale(float largest);
+// 2^-64 (and not 0), 2^-64 when it is 2^64 or more, else 1. Its inverse, exact, is the row's
+// row_unscale. Kept within 2^-64..2^64, a row's products and sums stay clear of fp32's ends
+// (sums of up to K products of 16 x (1 + q/16) or x q 2^4j, then times scales) and of bf16
+// denormals (which vdpbf16ps reads as 0); what it can push below them is under 2^-126 of the
+// row's largest |x|.
+float row_scale(float largest);
 
 // Per-thread scratch of at least `floats` floats (slot 0 or 1), kept between calls.
 float* thread_scratch(int slot, int64_t floats);

@@ -73,8 +73,9 @@ struct Q4Layout {
 // - packed_fp32: x [M][K'] fp32 in packed row order (0 in padding rows), and for the GEMV
 //   kernels also the per-group sums xsum [M][G] (fp32). A row whose largest |x| is under
 //   2^-64 is stored times 2^64 (exact), so x * 2^-24 (the nibble-scaled GEMV) and vdpbf16ps
-//   (no denormals) lose nothing; kernels multiply that row of y by row_unscale [M] (2^-64,
-//   else 1).
+//   (no denormals) lose nothing, and one whose largest |x| is 2^64 or more times 2^-64, so no
+//   sum overflows before y does; kernels multiply that row of y by row_unscale [M] (2^-64,
+//   2^64, else 1; q4::row_scale).
 // - bf16_pairs (the avx512bf16 GEMV, q4_kernel_avx512bf16.cpp): x (times the same row factor)
 //   as bf16 pairs in xpair_parts exact parts (1 for bf16 x, 2 for fp16 x), xpairs
 //   [M][K'/8][parts][4], with sums over chunks of groups, xsum_chunk [M][K'/8], and
