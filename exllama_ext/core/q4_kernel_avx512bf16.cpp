@@ -1,9 +1,9 @@
 // AVX-512 BF16 q4 kernels: a GEMV on vdpbf16ps for bf16 x (one exact bf16 part) and for fp16
 // x with M = 1 (two exact parts); fp16 x with M >= 2 and fp32 x take the avx512 family's
 // fp32-FMA GEMV, and every GEMM is the avx512 family's. Measured on Zen 5, act-order:
-// - one core, weights in cache (4096 x 1024, group 32): vdpbf16ps runs 1.35x (bf16 x) and
-//   1.2x (fp16 x, 2 parts) the fp32-FMA GEMV at M = 1, 1.6x (bf16 x) at M = 8; fp16 x in 2
-//   parts gains 5% at M = 2 and nothing beyond, so it stops at M = 1;
+// - one core, weights in cache (4096 x 1024, group 32): vdpbf16ps runs 1.6x (bf16 x) and
+//   1.3x (fp16 x, 2 parts) the fp32-FMA GEMV at M = 1, 1.7x (bf16 x) at M = 8; fp16 x in 2
+//   parts gained 5% at M = 2 and nothing beyond, so it stops at M = 1;
 // - two cores, weights streamed from memory, fp16 x at M = 1: 87-93% of the measured read
 //   bandwidth when the machine gives ~48 GB/s, 77-93% at ~78 GB/s, where the per-core speed
 //   counts (scripts/bench_q4_cpu.py).
