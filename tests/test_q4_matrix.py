@@ -1,6 +1,7 @@
 """pntk.Q4Matrix against the float64 GPTQ reference (gptq_reference.py), for every CPU kernel this
 machine runs and on a CUDA device (skipped, saying so, where no GPU is visible), for every format,
 group size, act-order and activation dtype."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -20,6 +21,17 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 KERNELS = q4.cpu_kernels()
 
 
+@contextlib.contextmanager
+def cpu_kernel(name):
+    """CPU q4 matmuls run on kernel `name` inside the block."""
+    previous = pntk._core.q4_cpu_kernel()
+    q4.set_cpu_kernel(name)
+    try:
+        yield
+    finally:
+        q4.set_cpu_kernel(previous)
+
+
 @pytest.fixture(params=[f"cpu-{name}" for name in KERNELS] + ["cuda"])
 def device(request):
     """The device the matrix runs on; on the CPU, each kernel this machine can run in turn."""
@@ -28,10 +40,8 @@ def device(request):
             pytest.skip("no CUDA GPU visible (torch.cuda.is_available() is False)")
         yield "cuda"
         return
-    previous = pntk._core.q4_cpu_kernel()
-    q4.set_cpu_kernel(request.param.removeprefix("cpu-"))
-    yield "cpu"
-    q4.set_cpu_kernel(previous)
+    with cpu_kernel(request.param.removeprefix("cpu-")):
+        yield "cpu"
 
 
 def on(device, tensors: dict) -> dict:
@@ -191,9 +201,7 @@ def test_bf16_activations_at_the_ends_of_the_exponent_range(device, scale, rng):
 def test_cpu_kernels_take_activations_near_the_top_of_the_float_range(kernel, dtype, rng):
     # |x| ~ 2^120 with scales ~2^-7: y ~ 2^123 is finite, but sums of x (1 + q/16) or of x q 2^4j
     # over a group are not, unless the row is scaled down first (q4::row_scale).
-    previous = pntk._core.q4_cpu_kernel()
-    q4.set_cpu_kernel(kernel)
-    try:
+    with cpu_kernel(kernel):
         w, w64 = act_order_matrix("cpu", ref.random_gptq(K, N, 3, rng, act_order=True))
         for m in (1, 3, 17):
             x = (torch.from_numpy(rng.standard_normal((m, K)).astype(np.float32)) * 2.0**120).to(dtype)
@@ -202,8 +210,6 @@ def test_cpu_kernels_take_activations_near_the_top_of_the_float_range(kernel, dt
             y = w(x)
             assert torch.isfinite(y).all(), f"M={m}"
             assert ref.relative_error(y, expected) <= ref.TOLERANCE[dtype], f"M={m}"
-    finally:
-        q4.set_cpu_kernel(previous)
 
 
 def test_bf16_denormal_activations_are_not_flushed(device, rng):

@@ -58,16 +58,12 @@ struct Bf16Gemv {
                                                _mm512_set1_epi32(0x00780078), 0xEC);
   }
 
-  // 16 + z as fp32 for the zero nibbles of `valid` columns (16, or <= 8: then only the first
-  // word is read): lane i rotates nibble i % 8 of its word to bits 19..22 and takes the sign and
-  // exponent of 16.0f (0x41800000 | z << 19 = 16 (1 + z/16)).
+  // 16 + z as fp32 for the zero nibbles of `valid` columns (Avx512::zero_words): lane i rotates
+  // nibble i % 8 of its word to bits 19..22 and takes the sign and exponent of 16.0f
+  // (0x41800000 | z << 19 = 16 (1 + z/16)).
   static __m512 zeros_plus_16(const uint32_t* words, int valid) {
-    const __m128i bits = valid > 8 ? _mm_loadl_epi64(reinterpret_cast<const __m128i*>(words))
-                                   : _mm_cvtsi32_si128(static_cast<int>(words[0]));
-    const __m512i word = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-                                                  _mm512_castsi128_si512(bits));
-    const __m512i rotated =
-        _mm512_rolv_epi32(word, _mm512_setr_epi32(19, 15, 11, 7, 3, 31, 27, 23, 19, 15, 11, 7, 3, 31, 27, 23));
+    const __m512i rotated = _mm512_rolv_epi32(Avx512::zero_words(words, valid),
+                                              _mm512_setr_epi32(19, 15, 11, 7, 3, 31, 27, 23, 19, 15, 11, 7, 3, 31, 27, 23));
     return _mm512_castsi512_ps(
         _mm512_ternarylogic_epi32(rotated, _mm512_set1_epi32(0x41800000), _mm512_set1_epi32(0x00780000), 0xEC));
   }

@@ -96,6 +96,13 @@ float row_scale(float largest) {
   return largest > 0.0f && largest < 0x1p-64f ? 0x1p64f : 1.0f;
 }
 
+void touch_lines(const void* data, size_t bytes) {
+  const char* bytes_of = static_cast<const char*>(data);
+  char touched = 0;
+  for (size_t i = 0; i < bytes; i += 64) touched |= bytes_of[i];
+  asm volatile("" : : "r"(touched));
+}
+
 float* thread_scratch(int slot, int64_t floats) {
   thread_local std::vector<float> buffers[2];
   std::vector<float>& buffer = buffers[slot];

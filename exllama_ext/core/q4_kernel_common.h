@@ -6,6 +6,7 @@
 // either integer-only and internal (the anonymous namespace) or defined out of line in
 // q4_kernel_common.cpp, which is compiled without ISA flags.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <utility>
 
@@ -35,6 +36,11 @@ void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_sca
 // denormals (which vdpbf16ps reads as 0); what it can push below them is under 2^-126 of the
 // row's largest |x|.
 float row_scale(float largest);
+
+// Reads one word of each 64-byte cache line of data[0, bytes): plain loads, which keep many
+// misses in flight (unlike a loop that uses each value, and unlike software prefetches, which
+// are dropped on a TLB miss). For data about to be read that is likely cold.
+void touch_lines(const void* data, size_t bytes);
 
 // Per-thread scratch of at least `floats` floats (slot 0 or 1), kept between calls.
 float* thread_scratch(int slot, int64_t floats);
