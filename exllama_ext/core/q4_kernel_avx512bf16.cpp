@@ -198,6 +198,7 @@ struct Bf16Gemv {
     for (auto& v : y) v = _mm512_setzero_ps();
     for (int64_t g = 0; g < w.groups; ++g) {
       const int64_t group_end = w.group_begin[g + 1] / 8;
+      Avx512Kernels::prefetch_group_params(scales, zeros, kQ4TileColumns, g);
       for (int64_t r0 = w.group_begin[g] / 8; r0 < group_end; r0 += kChunkWordRows) {
         __m512 dots[1][V];
         chunk_dots<Parts, 1, V>(q + r0 * kQ4TileColumns, kQ4TileColumns, std::min(kChunkWordRows, group_end - r0),
@@ -233,6 +234,7 @@ struct Bf16Gemv {
     const int64_t word_rows_total = w.packed_rows / 8;
     for (int64_t g = 0; g < w.groups; ++g) {
       const int64_t group_end = w.group_begin[g + 1] / 8;
+      Avx512Kernels::prefetch_group_params(w.tile_scales(tile), w.tile_zeros(tile), width, g);
       for (int64_t r0 = w.group_begin[g] / 8; r0 < group_end; r0 += kChunkWordRows) {
         const int64_t word_rows = std::min(kChunkWordRows, group_end - r0);
         for (int64_t m0 = 0; m0 < a.m; m0 += Avx512::kGemvRows) {

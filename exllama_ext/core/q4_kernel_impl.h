@@ -79,6 +79,19 @@ struct Q4Kernels {
   static constexpr int64_t kGemmRows = 256;        // packed rows dequantized per GEMM block
   static constexpr int64_t kPrefetchWordRows = 32;  // GEMV software prefetch distance (32 x 256 B per tile)
 
+  static constexpr int64_t kPrefetchGroups = 4;    // the same for a tile's scales and zeros
+
+  // Scales (width fp16) and zeros (width / 8 words) of group g + kPrefetchGroups of a tile into
+  // L1: they are streams apart from the weights, which the hardware prefetcher alone served
+  // late. Zen 5, 2 threads, M = 1 (avx512bf16), weights streamed, at ~48 GB/s: 4096 x 4096
+  // group 32 from 87-88% to 90-94% of the read bandwidth, 5120 x 27648 group 128 from 90-92%
+  // to 91-99%. (A prefetch past the end of the arrays is harmless: it never faults.)
+  static void prefetch_group_params(const uint16_t* scales, const uint32_t* zeros, int64_t width, int64_t g) {
+    const char* s = reinterpret_cast<const char*>(scales + (g + kPrefetchGroups) * width);
+    for (int64_t line = 0; line < width * 2; line += 64) _mm_prefetch(s + line, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(zeros + (g + kPrefetchGroups) * (width / 8)), _MM_HINT_T0);
+  }
+
   static void prepare(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out) {
     Isa::prepare_activations(w, x, for_gemv, out);
   }
@@ -159,6 +172,7 @@ struct Q4Kernels {
     for (int64_t g = 0; g < w.groups; ++g) {
       const int64_t p0 = w.group_begin[g], word_rows = (w.group_begin[g + 1] - p0) / 8;
       if (word_rows == 0) continue;
+      prefetch_group_params(scales, zeros, width, g);
       for (int64_t m0 = 0; m0 < a.m; m0 += Isa::kGemvRows) {
         const float* x = a.x.data() + m0 * w.packed_rows + p0;
         const float* xsum = a.xsum.data() + m0 * w.groups + g;
