@@ -137,30 +137,44 @@ struct Bf16Gemv {
     constexpr int A = MT * V >= 12 ? 1 : (MT * V >= 6 ? 2 : 4);
     const __mmask16 last = Avx512::mask(last_valid), full = Avx512::mask(L);
     __m512 acc[MT][V][A];
+    PNTK_UNROLL
     for (auto& per_m : acc)
+      PNTK_UNROLL
       for (auto& per_v : per_m)
+        PNTK_UNROLL
         for (auto& a : per_v) a = _mm512_setzero_ps();
     for (int64_t r = 0; r < word_rows; ++r) {
       __m512i words[V];
+      PNTK_UNROLL
       for (int v = 0; v < V; ++v) words[v] = Avx512::load_words(q + r * width + v * L, v == V - 1 ? last : full);
+      PNTK_UNROLL
       for (int v = 0; v < V; ++v)
         _mm_prefetch(reinterpret_cast<const char*>(q + (r + kPrefetchWordRows) * width + v * L), _MM_HINT_T0);
       const uint32_t* xr = x + r * 4 * Parts;
       static_for<4>([&](auto j) {
         __m512bh wp[V];
+        PNTK_UNROLL
         for (int v = 0; v < V; ++v) wp[v] = pair<j>(words[v]);
+        PNTK_UNROLL
         for (int m = 0; m < MT; ++m)
+          PNTK_UNROLL
           for (int part = 0; part < Parts; ++part) {
             const __m512bh xb = (__m512bh)_mm512_set1_epi32(static_cast<int>(xr[m * ldx + part * 4 + j]));
+            PNTK_UNROLL
             for (int v = 0; v < V; ++v) acc[m][v][j % A] = _mm512_dpbf16_ps(acc[m][v][j % A], wp[v], xb);
           }
       });
     }
+    PNTK_UNROLL
     for (int m = 0; m < MT; ++m)
+      PNTK_UNROLL
       for (int v = 0; v < V; ++v) {  // a pairwise sum of the chains
         __m512 sums[A];
+        PNTK_UNROLL
         for (int a = 0; a < A; ++a) sums[a] = acc[m][v][a];
+        PNTK_UNROLL
         for (int half = A / 2; half >= 1; half /= 2)
+          PNTK_UNROLL
           for (int a = 0; a < half; ++a) sums[a] = _mm512_add_ps(sums[a], sums[a + half]);
         dots[m][v] = sums[0];
       }
@@ -175,9 +189,11 @@ struct Bf16Gemv {
     __m512 dots[MT][V];
     chunk_dots<Parts, MT, V>(q, width, word_rows, x, ldx, last_valid, dots);
     const __mmask16 last = Avx512::mask(last_valid), full = Avx512::mask(L);
+    PNTK_UNROLL
     for (int v = 0; v < V; ++v) {
       const __m512 s = Avx512::load_scales(scales + v * L, v == V - 1 ? last : full);
       const __m512 z16 = zeros_plus_16(zeros + v * L / 8, v == V - 1 ? last_valid : L);
+      PNTK_UNROLL
       for (int m = 0; m < MT; ++m) {
         const __m512 dot = _mm512_fnmadd_ps(z16, _mm512_set1_ps(xsum[m * xsum_stride]), dots[m][v]);
         float* yv = y + m * kQ4TileColumns + v * L;

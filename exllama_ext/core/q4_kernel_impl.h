@@ -106,30 +106,41 @@ struct Q4Kernels {
     constexpr int A = MT * V >= 8 ? 1 : (MT * V >= 4 ? 2 : 4);
     const Mask last = Isa::mask(last_valid), full = Isa::mask(L);
     F acc[MT][V][A];
+    PNTK_UNROLL
     for (auto& per_m : acc)
+      PNTK_UNROLL
       for (auto& per_v : per_m)
+        PNTK_UNROLL
         for (auto& a : per_v) a = Isa::zero();
     for (int64_t r = 0; r < word_rows; ++r) {
       I words[V];
+      PNTK_UNROLL
       for (int v = 0; v < V; ++v) words[v] = Isa::load_words(q + r * width + v * L, v == V - 1 ? last : full);
+      PNTK_UNROLL
       for (int v = 0; v < V; ++v)  // a few word rows ahead: the next group's words arrive in time
         _mm_prefetch(reinterpret_cast<const char*>(q + (r + kPrefetchWordRows) * width + v * L), _MM_HINT_T0);
       const float* xr = x + r * 8;
       static_for<8>([&](auto j) {
         F qf[V];
+        PNTK_UNROLL
         for (int v = 0; v < V; ++v) qf[v] = Isa::template nibble_scaled<j>(words[v]);
+        PNTK_UNROLL
         for (int m = 0; m < MT; ++m) {
           const F xb = Isa::broadcast(xr + m * ldx + j);
+          PNTK_UNROLL
           for (int v = 0; v < V; ++v) acc[m][v][j % A] = Isa::fma(xb, qf[v], acc[m][v][j % A]);
         }
       });
     }
+    PNTK_UNROLL
     for (int v = 0; v < V; ++v) {
       const int valid = v == V - 1 ? last_valid : L;
       const F s = Isa::load_scales(scales + v * L, v == V - 1 ? last : full);
       const F z = Isa::load_zeros(zeros + v * L / 8, valid);
+      PNTK_UNROLL
       for (int m = 0; m < MT; ++m) {
         F dot = acc[m][v][0];
+        PNTK_UNROLL
         for (int a = 1; a < A; ++a) dot = Isa::add(dot, acc[m][v][a]);
         dot = Isa::fnma(z, Isa::broadcast(xsum + m * xsum_stride), dot);
         float* yv = y + m * kQ4TileColumns + v * L;
@@ -225,17 +236,24 @@ struct Q4Kernels {
   template <int MR, int V>
   static void gemm_micro(const float* a, int64_t lda, const float* b, int64_t depth, float* c) {
     F acc[MR][V];
+    PNTK_UNROLL
     for (int m = 0; m < MR; ++m)
+      PNTK_UNROLL
       for (int v = 0; v < V; ++v) acc[m][v] = Isa::load(c + m * kQ4TileColumns + v * L);
     for (int64_t k = 0; k < depth; ++k) {
       F bv[V];
+      PNTK_UNROLL
       for (int v = 0; v < V; ++v) bv[v] = Isa::load(b + k * kQ4TileColumns + v * L);
+      PNTK_UNROLL
       for (int m = 0; m < MR; ++m) {
         const F av = Isa::broadcast(a + m * lda + k);
+        PNTK_UNROLL
         for (int v = 0; v < V; ++v) acc[m][v] = Isa::fma(av, bv[v], acc[m][v]);
       }
     }
+    PNTK_UNROLL
     for (int m = 0; m < MR; ++m)
+      PNTK_UNROLL
       for (int v = 0; v < V; ++v) Isa::store(c + m * kQ4TileColumns + v * L, acc[m][v]);
   }
 
