@@ -5,7 +5,7 @@
 //   1.3x (fp16 x, 2 parts) the fp32-FMA GEMV at M = 1, 1.7x (bf16 x) at M = 8; fp16 x in 2
 //   parts gained 5% at M = 2 and nothing beyond, so it stops at M = 1;
 // - two cores, weights streamed from memory, fp16 x at M = 1: 88-94% of the measured read
-//   bandwidth when the machine gives ~50 GB/s, 79-87% at ~80 GB/s, where the per-core speed
+//   bandwidth when the machine gives ~50 GB/s, 82-94% at ~80 GB/s, where the per-core speed
 //   and the fixed cost of a call count (scripts/bench_q4_cpu.py).
 // (A GEMV on vpdpbusd, x in 2 s8 parts, ran 1.5x the fp32 FMAs on cache-resident weights but
 // read memory at only 70-80% of the bandwidth at M = 1 and 40-50% at M = 2, so it was removed.)
