@@ -68,6 +68,19 @@ struct Bf16Gemv {
         _mm512_ternarylogic_epi32(rotated, _mm512_set1_epi32(0x41800000), _mm512_set1_epi32(0x00780000), 0xEC));
   }
 
+  // A group's scale s and 16 + z (zeros_plus_16) for `valid` columns from their first.
+  struct GroupParams {
+    __m512 scale, zero_plus_16;
+  };
+  static GroupParams group_params(const uint16_t* scales, const uint32_t* zeros, int valid) {
+    return {Avx512::load_scales(scales, Avx512::mask(valid)), zeros_plus_16(zeros, valid)};
+  }
+
+  // A chunk's products added to y: y + s (dot - (16 + z) xsum) = y + s sum_p x[p] (q[p] - z).
+  static __m512 add_chunk(__m512 y, const GroupParams& params, __m512 xsum, __m512 dot) {
+    return _mm512_fmadd_ps(params.scale, _mm512_fnmadd_ps(params.zero_plus_16, xsum, dot), y);
+  }
+
   // bf16 parts of x for this GEMV: 1 (bf16 x), 2 (fp16 x, M <= kSplitFp16MaxRows), or 0 (the
   // fp32-FMA GEMV takes it).
   static int parts_for(const TensorView& x) {
@@ -188,16 +201,13 @@ struct Bf16Gemv {
                          int last_valid, float* y) {
     __m512 dots[MT][V];
     chunk_dots<Parts, MT, V>(q, width, word_rows, x, ldx, last_valid, dots);
-    const __mmask16 last = Avx512::mask(last_valid), full = Avx512::mask(L);
     PNTK_UNROLL
     for (int v = 0; v < V; ++v) {
-      const __m512 s = Avx512::load_scales(scales + v * L, v == V - 1 ? last : full);
-      const __m512 z16 = zeros_plus_16(zeros + v * L / 8, v == V - 1 ? last_valid : L);
+      const GroupParams params = group_params(scales + v * L, zeros + v * L / 8, v == V - 1 ? last_valid : L);
       PNTK_UNROLL
       for (int m = 0; m < MT; ++m) {
-        const __m512 dot = _mm512_fnmadd_ps(z16, _mm512_set1_ps(xsum[m * xsum_stride]), dots[m][v]);
         float* yv = y + m * kQ4TileColumns + v * L;
-        _mm512_storeu_ps(yv, _mm512_fmadd_ps(s, dot, _mm512_loadu_ps(yv)));
+        _mm512_storeu_ps(yv, add_chunk(_mm512_loadu_ps(yv), params, _mm512_set1_ps(xsum[m * xsum_stride]), dots[m][v]));
       }
     }
   }
@@ -221,9 +231,9 @@ struct Bf16Gemv {
                                 a.xpairs.data() + r0 * 4 * Parts, 0, L, dots);
         const __m512 xsum = _mm512_set1_ps(a.xsum_chunk[static_cast<size_t>(r0)]);
         for (int v = 0; v < V; ++v) {
-          const __m512 s = Avx512::load_scales(scales + g * kQ4TileColumns + v * L, Avx512::mask(L));
-          const __m512 z16 = zeros_plus_16(zeros + g * (kQ4TileColumns / 8) + v * L / 8, L);
-          y[v] = _mm512_fmadd_ps(s, _mm512_fnmadd_ps(z16, xsum, dots[0][v]), y[v]);
+          const GroupParams params =
+              group_params(scales + g * kQ4TileColumns + v * L, zeros + g * (kQ4TileColumns / 8) + v * L / 8, L);
+          y[v] = add_chunk(y[v], params, xsum, dots[0][v]);
         }
       }
     }
