@@ -33,3 +33,10 @@ def view(tensor: torch.Tensor, name: str = "tensor") -> tuple:
     else:
         raise ValueError(f"{name}: device {tensor.device} is not supported")
     return (tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), dtype_code, device_code, device_index)
+
+
+def new_cpu_matrix_view(tensor: torch.Tensor, rows: int, columns: int, dtype_code: int) -> tuple:
+    """view() of the [rows, columns] tensor that the caller has just made with torch.empty on the
+    CPU (contiguous, of the dtype with code `dtype_code`), without view()'s checks and lookups:
+    the q4 matmul's output, made on every decode call, where view() took about 0.4 us."""
+    return (tensor.data_ptr(), (rows, columns), (columns, 1), dtype_code, 0, 0)  # device code 0: CPU

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from . import _core
-from ._tensor import view
+from ._tensor import new_cpu_matrix_view, view
 
 __all__ = ["Q4Matrix", "CpuQ4Backend", "set_num_threads", "get_num_threads", "set_thread_runtime", "cpu_kernels",
            "set_cpu_kernel"]
@@ -65,7 +65,6 @@ class CpuQ4Backend:
             checkpoint_format,
         )
         self.shape = dict(self._matrix.shape)
-        self._out_features = self.shape["out_features"]
 
     @property
     def storage_bytes(self) -> int:
@@ -74,11 +73,9 @@ class CpuQ4Backend:
     def forward(self, x2d: torch.Tensor) -> torch.Tensor:
         """[M, K] -> [M, N] in x's dtype (bias included)."""
         x_view = view(x2d, "x")
-        rows, columns = x_view[1][0], self._out_features
+        rows, columns = x_view[1][0], self.shape["out_features"]
         out = torch.empty(rows, columns, dtype=x2d.dtype)
-        # out is new, contiguous, on the CPU, in x's dtype: its view is written directly (a
-        # decode call spends a few microseconds in Python, 0.4 of them in view())
-        self._matrix.forward(x_view, (out.data_ptr(), (rows, columns), (columns, 1), x_view[3], 0, 0))
+        self._matrix.forward(x_view, new_cpu_matrix_view(out, rows, columns, x_view[3]))  # [3]: x's dtype code
         return out
 
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
