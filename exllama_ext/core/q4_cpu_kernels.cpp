@@ -5,12 +5,16 @@
 #include "core/cpu_features.h"
 #include "core/errors.h"
 #include "core/q4_matrix.h"
+#include "core/simd_target.h"
 
 namespace pntk {
 
 namespace q4 {
-extern const Q4CpuKernel kQ4KernelScalar, kQ4KernelAvx2, kQ4KernelAvx512, kQ4KernelAvx512Bf16;
-}
+extern const Q4CpuKernel kQ4KernelScalar;
+#if PNTK_X86_64
+extern const Q4CpuKernel kQ4KernelAvx2, kQ4KernelAvx512, kQ4KernelAvx512Bf16;
+#endif
+}  // namespace q4
 
 namespace {
 
@@ -23,9 +27,11 @@ std::atomic<const Q4CpuKernel*>& selected() {
 
 std::vector<const Q4CpuKernel*> q4_cpu_kernels() {
   std::vector<const Q4CpuKernel*> kernels;
+#if PNTK_X86_64
   if (cpu_features().avx512_bf16) kernels.push_back(&q4::kQ4KernelAvx512Bf16);
   if (cpu_features().avx512) kernels.push_back(&q4::kQ4KernelAvx512);
   if (cpu_features().avx2_fma_f16c) kernels.push_back(&q4::kQ4KernelAvx2);
+#endif
   kernels.push_back(&q4::kQ4KernelScalar);
   return kernels;
 }

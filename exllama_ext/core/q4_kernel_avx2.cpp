@@ -1,5 +1,11 @@
 // AVX2 + FMA + F16C q4 kernels: 8 columns per vector, 2 vectors per pass (16 registers);
-// the algorithm is in q4_kernel_impl.h.
+// the algorithm is in q4_kernel_impl.h. x86-64 only; the code is in a target region
+// (simd_target.h), the rest of the file is baseline.
+#include "core/q4_kernel_simd.h"
+
+#if PNTK_X86_64
+PNTK_TARGET_BEGIN("avx2,fma,f16c")
+#include "core/q4_kernel_f16c.h"
 #include "core/q4_kernel_impl.h"
 
 namespace pntk::q4 {
@@ -14,6 +20,9 @@ struct Avx2 {
 
   static void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_scaled, Q4Activations& out) {
     q4::prepare_activations(w, x, nibble_scaled, convert_row_f16c, out);
+  }
+  static void store_row(const float* src, int64_t count, DType dtype, void* dst) {
+    store_row_f16c(src, count, dtype, dst);
   }
   static Mask mask(int valid) { return valid; }
   static I load_words(const uint32_t* p, Mask) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
@@ -52,6 +61,10 @@ using Kernels = Q4Kernels<Avx2>;
 
 }  // namespace
 
-extern const Q4CpuKernel kQ4KernelAvx2{"avx2", Kernels::prepare, Kernels::gemv_tile, Kernels::gemm_tile};
-
 }  // namespace pntk::q4
+PNTK_TARGET_END
+
+namespace pntk::q4 {
+extern const Q4CpuKernel kQ4KernelAvx2{"avx2", Kernels::prepare, Kernels::gemv_tile, Kernels::gemm_tile};
+}  // namespace pntk::q4
+#endif  // PNTK_X86_64

@@ -1,7 +1,7 @@
 // AVX-512 (F/BW/VL/DQ) traits of the q4 kernels (q4_kernel_impl.h): 16 columns per vector, 4
-// vectors (a whole 64-column tile) per pass. Included only by files built with AVX-512 flags.
+// vectors (a whole 64-column tile) per pass. A region body (simd_target.h): included, after
+// q4_kernel_f16c.h and q4_kernel_impl.h, inside a target region that enables AVX-512 F/BW/VL/DQ.
 #pragma once
-#include "core/q4_kernel_impl.h"
 
 namespace pntk::q4 {
 
@@ -15,6 +15,9 @@ struct Avx512 {
 
   // q4::prepare_activations (q4_kernel_common.h) 16 packed rows at a time (gather_packed). It
   // runs on the calling thread while the workers warm their first weights (parallel_for_after).
+  static void store_row(const float* src, int64_t count, DType dtype, void* dst) {
+    store_row_f16c(src, count, dtype, dst);
+  }
   static void prepare_activations(const Q4Layout& w, const TensorView& x, bool nibble_scaled, Q4Activations& out) {
     const int64_t m_total = x.shape[0];
     out.form = Q4Activations::Form::packed_fp32;

@@ -35,6 +35,12 @@
 // 3 adds, one FNMA and one FMA per vector. On one core with cached weights (Zen 5, fp16 x,
 // group 32) this took 4096 x 4096 from 216 to 193 us; the word-row loop itself runs near
 // vdpbf16ps's 2 per cycle (8 per 64 bytes of weights with 2 parts).
+#include "core/q4_kernel_simd.h"
+
+#if PNTK_X86_64
+PNTK_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")
+#include "core/q4_kernel_f16c.h"
+#include "core/q4_kernel_impl.h"
 #include "core/q4_kernel_avx512.h"
 
 namespace pntk::q4 {
@@ -162,7 +168,7 @@ struct Bf16Gemv {
       for (int v = 0; v < V; ++v) words[v] = Avx512::load_words(q + r * width + v * L, v == V - 1 ? last : full);
       PNTK_UNROLL
       for (int v = 0; v < V; ++v)
-        _mm_prefetch(reinterpret_cast<const char*>(q + (r + kPrefetchWordRows) * width + v * L), _MM_HINT_T0);
+        prefetch_l1(q + (r + kPrefetchWordRows) * width + v * L);
       const uint32_t* xr = x + r * 4 * Parts;
       static_for<4>([&](auto j) {
         __m512bh wp[V];
@@ -291,7 +297,11 @@ struct Bf16Gemv {
 
 }  // namespace
 
+}  // namespace pntk::q4
+PNTK_TARGET_END
+
+namespace pntk::q4 {
 extern const Q4CpuKernel kQ4KernelAvx512Bf16{"avx512bf16", Bf16Gemv::prepare, Bf16Gemv::gemv_tile,
                                              Avx512Kernels::gemm_tile};
-
 }  // namespace pntk::q4
+#endif  // PNTK_X86_64

@@ -1,14 +1,9 @@
-// Pieces shared by the CPU q4 kernel families.
-//
-// Kernel files built with ISA flags (*_avx2.cpp, *_avx512.cpp) must not instantiate inline
-// functions with external linkage that do floating-point work: the linker keeps one copy of
-// each, and an AVX-512 copy would then run in the generic code too. So everything here is
-// either integer-only and internal (the anonymous namespace) or defined out of line in
-// q4_kernel_common.cpp, which is compiled without ISA flags.
+// Pieces shared by the CPU q4 kernel families, compiled for the baseline: they are included
+// before a SIMD file's target region opens (simd_target.h), or defined out of line in
+// q4_kernel_common.cpp.
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <utility>
 
 #include "core/q4_matrix.h"
 
@@ -48,23 +43,6 @@ float* thread_scratch(int slot, int64_t floats);
 float fp16_to_float(uint16_t bits);
 
 namespace {
-
-// static_for<N>(f) calls f(std::integral_constant<int, 0>) ... f(<N-1>): the index stays a
-// compile-time constant (shift counts, accumulator slots) without relying on unrolling.
-template <int... I, class F>
-inline void static_for_impl(std::integer_sequence<int, I...>, F&& f) {
-  (f(std::integral_constant<int, I>{}), ...);
-}
-template <int N, class F>
-inline void static_for(F&& f) {
-  static_for_impl(std::make_integer_sequence<int, N>{}, std::forward<F>(f));
-}
-
-// Unrolls the loop that follows over a small register array (accumulators, words of a row):
-// the array then lives in registers. Left to itself GCC 12 kept some of these loops rolled, and
-// such an array in memory: 16 accumulator stores per word row in the M = 1 bf16 GEMV (193 ->
-// 255 us cache-hot, 4096 x 4096) after an unrelated edit of the loop around it.
-#define PNTK_UNROLL _Pragma("GCC unroll 16")
 
 // Packed-layout element access: q of packed row p, tile column c; zero of group g.
 inline int packed_q(const uint32_t* tile_q, int64_t width, int64_t p, int64_t c) {

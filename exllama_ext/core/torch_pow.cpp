@@ -121,12 +121,14 @@ float sleef_powf_u10(float x, float y) {
 int torch_pow_block() {
   static const int block = [] {
     if (const char* forced = std::getenv("ATEN_CPU_CAPABILITY")) return block_for_capability(forced);
+#if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
     // ATen picks AVX-512 when F, BW, VL and DQ are all there, else AVX2 (with FMA).
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
       return 32;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 16;
+#endif
     return 0;
   }();
   return block;
