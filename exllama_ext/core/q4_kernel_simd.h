@@ -3,8 +3,10 @@
 // (q4_kernel_impl.h, q4_kernel_f16c.h, q4_kernel_avx512.h) use. Those bodies include nothing.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <utility>
 

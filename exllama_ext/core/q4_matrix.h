@@ -80,8 +80,13 @@ struct Q4Layout {
 //   as bf16 pairs in xpair_parts exact parts (1 for bf16 x, 2 for fp16 x), xpairs
 //   [M][K'/8][parts][4], with sums over chunks of groups, xsum_chunk [M][K'/8], and
 //   row_unscale; x and xsum stay empty.
+// - int16_pairs (the avx2 GEMV for fp16 and bf16 x, q4_kernel_avx2.cpp): x (times the row
+//   factor) per chunk of a group (up to 32 packed rows) as 16-bit integers xq = round(x / d),
+//   d = the chunk's largest |x| / 32767, in pairs xpairs [K'/8][M][4] (xq[8r+j] in the low and
+//   xq[8r+j+4] in the high half, j < 4); at the chunk's first word row, d in chunk_scale
+//   [M][K'/8] and the sum of its xq in xsum_chunk [M][K'/8]; and row_unscale.
 struct Q4Activations {
-  enum class Form { packed_fp32, bf16_pairs };
+  enum class Form { packed_fp32, bf16_pairs, int16_pairs };
   Form form = Form::packed_fp32;
   int64_t m = 0;
   std::vector<float> x;
@@ -90,6 +95,7 @@ struct Q4Activations {
   std::vector<uint32_t> xpairs;
   int xpair_parts = 0;
   std::vector<float> xsum_chunk;
+  std::vector<float> chunk_scale;
 };
 
 // One CPU kernel family (a row of the dispatch table in q4_cpu_kernels.cpp).
