@@ -2,7 +2,7 @@
 # Everything a fresh machine needs to build and run pntk: system packages (apt), Python
 # packages, then the extension itself (editable install, so tests see the source tree).
 #   PNTK_CUDA=AUTO|ON|OFF        build the CUDA kernels (AUTO: when nvcc is found)
-#   PNTK_CUDA_ARCHS="75;80;..."  CUDA architectures (default: 75;80;86;89;90)
+#   PNTK_CUDA_ARCHS="75;80;..."  CUDA architectures (default: 75;80;86;89;90, and 100;120 with CUDA >= 12.8)
 #   PNTK_BUILD_TESTS=ON          also build the C++ unit tests (ctest, in build/dev)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,10 +32,9 @@ python -m pip install -q --disable-pip-version-check --no-deps --only-binary=aut
 # safetensors and ninja.
 python -m pip install -q --disable-pip-version-check --no-deps "exllama==0.1.0"
 
-cuda_archs="${PNTK_CUDA_ARCHS:-75;80;86;89;90}"
 python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e . \
   -Cbuild-dir=build/dev \
   -Ccmake.define.PNTK_CUDA="${PNTK_CUDA:-AUTO}" \
-  -Ccmake.define.CMAKE_CUDA_ARCHITECTURES="${cuda_archs}" \
+  -Ccmake.define.CMAKE_CUDA_ARCHITECTURES="${PNTK_CUDA_ARCHS:-}" \
   -Ccmake.define.PNTK_BUILD_TESTS="${PNTK_BUILD_TESTS:-OFF}"
 python -c "import pntk; print('pntk', pntk.__version__, 'built:', pntk.build_info())"
