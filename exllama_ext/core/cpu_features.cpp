@@ -1,5 +1,9 @@
 #include "core/cpu_features.h"
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
+
 namespace pntk {
 
 namespace {
@@ -16,6 +20,10 @@ CpuFeatures detect() {
                     __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                     __builtin_cpu_supports("avx512dq");
   features.avx512_bf16 = features.avx512 && __builtin_cpu_supports("avx512bf16");
+#elif defined(__aarch64__) && defined(__linux__)
+  features.neon = (getauxval(AT_HWCAP) & HWCAP_ASIMD) != 0;
+#elif defined(__aarch64__)
+  features.neon = true;  // Apple and other aarch64 ABIs assume Advanced SIMD
 #endif
   return features;
 }

@@ -1,5 +1,5 @@
-// CPU feature detection for run-time kernel dispatch: one build runs on any x86-64 and
-// picks the widest kernel the CPU (and the OS, which must save the wider registers) allows.
+// CPU feature detection for run-time kernel dispatch: one build runs on any x86-64 (or aarch64)
+// and picks the widest kernel the CPU (and the OS, which must save the wider registers) allows.
 #pragma once
 
 namespace pntk {
@@ -8,6 +8,7 @@ struct CpuFeatures {
   bool avx2_fma_f16c = false;  // AVX2 + FMA + F16C, OS saves YMM state
   bool avx512 = false;         // AVX-512 F/BW/VL/DQ, OS saves ZMM state
   bool avx512_bf16 = false;    // avx512 + AVX512_BF16 (vdpbf16ps)
+  bool neon = false;           // aarch64 Advanced SIMD (HWCAP_ASIMD; baseline there)
 };
 
 // Detected once, then cached.

@@ -13,6 +13,8 @@ namespace q4 {
 extern const Q4CpuKernel kQ4KernelScalar;
 #if PNTK_X86_64
 extern const Q4CpuKernel kQ4KernelAvx2, kQ4KernelAvx512, kQ4KernelAvx512Bf16;
+#elif PNTK_AARCH64
+extern const Q4CpuKernel kQ4KernelNeon;
 #endif
 }  // namespace q4
 
@@ -31,6 +33,8 @@ std::vector<const Q4CpuKernel*> q4_cpu_kernels() {
   if (cpu_features().avx512_bf16) kernels.push_back(&q4::kQ4KernelAvx512Bf16);
   if (cpu_features().avx512) kernels.push_back(&q4::kQ4KernelAvx512);
   if (cpu_features().avx2_fma_f16c) kernels.push_back(&q4::kQ4KernelAvx2);
+#elif PNTK_AARCH64
+  if (cpu_features().neon) kernels.push_back(&q4::kQ4KernelNeon);
 #endif
   kernels.push_back(&q4::kQ4KernelScalar);
   return kernels;

@@ -18,7 +18,8 @@
 // types F (fp32 vector), I (int32 vector), Mask; mask(valid); load_words(p, mask);
 // nibble_scaled<j>(w); nibble<j>(w); broadcast(p); fma(a, b, c) = a*b + c; fnma(a, b, c) =
 // c - a*b; add, sub, mul, zero; load/store(p) full vectors; load_scales(fp16*, mask);
-// load_zeros(words, valid) (zero nibbles of `valid` columns starting at words' first nibble).
+// load_zeros(words, valid) (zero nibbles of `valid` columns starting at words' first nibble;
+// with kLanes < 8, load_zeros(words, first, valid), starting at nibble `first` of words[0]).
 
 #pragma once
 
@@ -71,6 +72,12 @@ struct Q4Kernels {
     prefetch_l1(zeros + (g + kPrefetchGroups) * (width / 8));
   }
 
+  // Zero points of columns [c, c + valid) of one group's zero words (8 columns a word).
+  static F zeros_at(const uint32_t* group_zeros, int64_t c, int valid) {
+    if constexpr (L % 8 == 0) return Isa::load_zeros(group_zeros + c / 8, valid);
+    else return Isa::load_zeros(group_zeros + c / 8, static_cast<int>(c % 8), valid);
+  }
+
   static void prepare(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out) {
     Isa::prepare_activations(w, x, for_gemv, out);
   }
@@ -115,7 +122,7 @@ struct Q4Kernels {
     for (int v = 0; v < V; ++v) {
       const int valid = v == V - 1 ? last_valid : L;
       const F s = Isa::load_scales(scales + v * L, v == V - 1 ? last : full);
-      const F z = Isa::load_zeros(zeros + v * L / 8, valid);
+      const F z = zeros_at(zeros, v * L, valid);
       PNTK_UNROLL
       for (int m = 0; m < MT; ++m) {
         F dot = acc[m][v][0];
@@ -200,7 +207,7 @@ struct Q4Kernels {
         const int valid = static_cast<int>(std::min<int64_t>(L, width - c0));
         const Mask mask = Isa::mask(valid);
         const F s = Isa::load_scales(scales + g * width + c0, mask);
-        const F sz = Isa::mul(s, Isa::load_zeros(zeros + g * (width / 8) + c0 / 8, valid));  // exact: 16 bits
+        const F sz = Isa::mul(s, zeros_at(zeros + g * (width / 8), c0, valid));  // exact: 16 bits
         const I words = Isa::load_words(q + p / 8 * width + c0, mask);
         float* dst = wbuf + (p - p0) * kQ4TileColumns + c0;
         static_for<8>([&](auto j) {

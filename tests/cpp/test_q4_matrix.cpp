@@ -91,6 +91,44 @@ TEST(Q4Matrix, SimdKernelsMatchScalarReference) {
   q4_set_cpu_kernel(previous);
 }
 
+// fp16 / bf16 x and outputs: each family's row conversions and output rounding against the
+// scalar kernel's, within the outputs' rounding (pytest's tolerances, tests/gptq_reference.py).
+TEST(Q4Matrix, SimdKernelsMatchScalarReferenceInHalfPrecision) {
+  std::mt19937 rng(std::random_device{}());
+  RandomGptq t(320, 200, 7, rng);
+  TensorView g_idx = t.g_idx_view();
+  const Q4Matrix w(t.qweight_view(), t.qzeros_view(), t.scales_view(), &g_idx, nullptr, GptqFormat::gptq_v2);
+  const std::string previous = q4_cpu_kernel().name;
+  for (DType dtype : {DType::float16, DType::bfloat16}) {
+    const auto to_bits = dtype == DType::float16 ? double_to_half_bits : double_to_bfloat16_bits;
+    const auto to_float = dtype == DType::float16 ? half_bits_to_float : bfloat16_bits_to_float;
+    for (int64_t m : {1, 5, 23}) {
+      std::vector<uint16_t> x(static_cast<size_t>(m * t.k)), y(static_cast<size_t>(m * t.n));
+      std::normal_distribution<double> normal;
+      for (uint16_t& v : x) v = to_bits(normal(rng));
+      const auto run_half = [&](const char* kernel) {
+        q4_set_cpu_kernel(kernel);
+        w.forward(view_of(x.data(), {m, t.k}, dtype), view_of(y.data(), {m, t.n}, dtype));
+        std::vector<float> out;
+        for (uint16_t v : y) out.push_back(to_float(v));
+        return out;
+      };
+      const std::vector<float> expected = run_half("scalar");
+      for (const Q4CpuKernel* kernel : q4_cpu_kernels()) {
+        const std::vector<float> out = run_half(kernel->name);
+        double error = 0, norm = 0;
+        for (size_t i = 0; i < out.size(); ++i) {
+          ASSERT_TRUE(std::isfinite(out[i])) << kernel->name << " M=" << m;
+          error += (out[i] - expected[i]) * double(out[i] - expected[i]);
+          norm += expected[i] * double(expected[i]);
+        }
+        EXPECT_LE(std::sqrt(error / norm), dtype == DType::float16 ? 2e-3 : 8e-3) << kernel->name << " M=" << m;
+      }
+    }
+  }
+  q4_set_cpu_kernel(previous);
+}
+
 TEST(Q4Matrix, ValidationNamesTheTensor) {
   std::mt19937 rng(1);
   RandomGptq t(64, 16, 4, rng);
