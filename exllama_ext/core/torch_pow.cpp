@@ -8,6 +8,13 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/simd_target.h"
+
+#if PNTK_AARCH64 && defined(__linux__)
+#include <sys/auxv.h>
+#include <sys/prctl.h>
+#endif
+
 namespace pntk {
 namespace {
 
@@ -105,10 +112,33 @@ float exp_df(DoubleFloat d) {
   return std::ldexp(t.hi + t.lo, q);
 }
 
+#if PNTK_AARCH64
+// ATen's SVE256 capability: Linux, SVE with a 256-bit vector length, and BF16.
+bool aten_sve256() {
+#if defined(__linux__)
+  constexpr unsigned long kHwcapSve = 1ul << 22, kHwcap2Bf16 = 1ul << 14;  // asm/hwcap.h
+  constexpr int kPrSveGetVl = 51, kPrSveVlLenMask = 0xffff;               // linux/prctl.h
+  if (!(getauxval(AT_HWCAP) & kHwcapSve) || !(getauxval(AT_HWCAP2) & kHwcap2Bf16)) return false;
+  const int vl = prctl(kPrSveGetVl);
+  return vl > 0 && (vl & kPrSveVlLenMask) == 32;
+#else
+  return false;
+#endif
+}
+#endif
+
+// -1: a value ATen ignores (it warns and detects the CPU, as here).
 int block_for_capability(const char* name) {
+#if PNTK_AARCH64
+  if (std::strcmp(name, "default") == 0) return 8;
+  if (std::strcmp(name, "sve128") == 0) return 8;  // SVE128 or, without it, DEFAULT: both NEON-sized
+  if (std::strcmp(name, "sve256") == 0 || std::strcmp(name, "sve") == 0) return aten_sve256() ? 16 : 8;
+#else
+  if (std::strcmp(name, "default") == 0) return 0;
   if (std::strcmp(name, "avx512") == 0) return 32;
   if (std::strcmp(name, "avx2") == 0) return 16;
-  return 0;
+#endif
+  return -1;
 }
 
 }  // namespace
@@ -120,14 +150,18 @@ float sleef_powf_u10(float x, float y) {
 
 int torch_pow_block() {
   static const int block = [] {
-    if (const char* forced = std::getenv("ATEN_CPU_CAPABILITY")) return block_for_capability(forced);
-#if defined(__x86_64__) || defined(__i386__)
+    if (const char* forced = std::getenv("ATEN_CPU_CAPABILITY")) {
+      if (const int b = block_for_capability(forced); b >= 0) return b;
+    }
+#if PNTK_X86_64
     __builtin_cpu_init();
     // ATen picks AVX-512 when F, BW, VL and DQ are all there, else AVX2 (with FMA).
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
       return 32;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 16;
+#elif PNTK_AARCH64
+    return aten_sve256() ? 16 : 8;  // SVE256: 8-float SVE vectors; else (DEFAULT, SVE128) NEON's 4
 #endif
     return 0;
   }();
