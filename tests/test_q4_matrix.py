@@ -1,8 +1,10 @@
-"""pntk.Q4Matrix against the float64 GPTQ reference (gptq_reference.py), for every CPU kernel this
-machine runs and on a CUDA device (skipped, saying so, where no GPU is visible), for every format,
-group size, act-order and activation dtype."""
+"""pntk.Q4Matrix against the float64 GPTQ reference (gptq_reference.py), for every CPU kernel family
+built into the module (those this CPU lacks skipped, saying which features it lacks) and on a CUDA
+device (skipped, saying so, where no GPU is visible), for every format, group size, act-order and
+activation dtype."""
 import contextlib
 import os
+import platform
 import subprocess
 import sys
 
@@ -19,6 +21,7 @@ K, N = 384, 136  # N = 2 full 64-column tiles + 8 columns: the narrow-tile (mask
 ROWS = (1, 2, 3, 8, 17, 64)  # GEMV (<= 16) and GEMM rows
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 KERNELS = q4.cpu_kernels()
+FAMILIES = q4.cpu_kernel_families()  # every family built in, KERNELS those this CPU runs
 
 
 @contextlib.contextmanager
@@ -32,15 +35,25 @@ def cpu_kernel(name):
         q4.set_cpu_kernel(previous)
 
 
-@pytest.fixture(params=[f"cpu-{name}" for name in KERNELS] + ["cuda"])
+def skip_unless_this_cpu_runs(name):
+    """Skips the test, saying which CPU features are missing, where this CPU cannot run family `name`."""
+    family = next(f for f in FAMILIES if f["name"] == name)
+    if not family["available"]:
+        pytest.skip(family["reason"])
+
+
+@pytest.fixture(params=[f"cpu-{f['name']}" for f in FAMILIES] + ["cuda"])
 def device(request):
-    """The device the matrix runs on; on the CPU, each kernel this machine can run in turn."""
+    """The device the matrix runs on; on the CPU, each kernel family in turn (skipped where this
+    machine cannot run it)."""
     if request.param == "cuda":
         if not torch.cuda.is_available():
             pytest.skip("no CUDA GPU visible (torch.cuda.is_available() is False)")
         yield "cuda"
         return
-    with cpu_kernel(request.param.removeprefix("cpu-")):
+    name = request.param.removeprefix("cpu-")
+    skip_unless_this_cpu_runs(name)
+    with cpu_kernel(name):
         yield "cpu"
 
 
@@ -196,11 +209,12 @@ def test_bf16_activations_at_the_ends_of_the_exponent_range(device, scale, rng):
         assert ref.relative_error(y, ref.matmul(x, w64)) <= ref.TOLERANCE[torch.bfloat16], f"M={m}"
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("kernel", [f["name"] for f in FAMILIES])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 def test_cpu_kernels_take_activations_near_the_top_of_the_float_range(kernel, dtype, rng):
     # |x| ~ 2^120 with scales ~2^-7: y ~ 2^123 is finite, but sums of x (1 + q/16) or of x q 2^4j
     # over a group are not, unless the row is scaled down first (q4::row_scale).
+    skip_unless_this_cpu_runs(kernel)
     with cpu_kernel(kernel):
         w, w64 = act_order_matrix("cpu", ref.random_gptq(K, N, 3, rng, act_order=True))
         for m in (1, 3, 17):
@@ -262,6 +276,14 @@ def test_build_info_and_kernels():
     assert all(isinstance(a, int) for a in info["cuda_archs"])
     assert info["cpu_kernel"] in KERNELS
     assert KERNELS[-1] == "scalar"
+    assert [f["name"] for f in FAMILIES if f["available"]] == KERNELS
+    for f in FAMILIES:  # one this CPU cannot run names the required features it lacks
+        assert f["available"] == (f["reason"] == "")
+        if not f["available"]:
+            assert f["reason"].startswith(f"{f['name']}: this CPU lacks ")
+            assert set(f["reason"].split(" lacks ")[1].split(", ")) <= set(f["requires"])
+    built = {"x86_64": ["avx512bf16", "avx512", "avx2", "scalar"], "aarch64": ["neon", "scalar"]}
+    assert [f["name"] for f in FAMILIES] == built.get(platform.machine(), ["scalar"])
     assert pntk.get_num_threads() >= 1
     assert info["cpu_threads"] == "pntk" or info["cpu_threads"].startswith("openmp (")
 

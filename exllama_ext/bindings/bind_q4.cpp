@@ -6,6 +6,7 @@
 
 #include "bindings/registry.h"
 #include "bindings/tensor_arg.h"
+#include "core/cpu_features.h"
 #include "core/q4_matrix.h"
 #include "core/thread_pool.h"
 
@@ -79,6 +80,18 @@ PNTK_BINDINGS(bind_q4) {
     for (const auto* kernel : pntk::q4_cpu_kernels()) names.emplace_back(kernel->name);
     return names;
   }, "CPU kernel families this CPU can run, best first.");
+  m.def("q4_cpu_kernel_families", [] {
+    py::list families;
+    for (const pntk::CpuKernelFamily& family : pntk::q4_cpu_kernel_families()) {
+      py::dict f;
+      f["name"] = family.name;
+      f["requires"] = family.requires;
+      f["missing"] = family.missing;
+      families.append(f);
+    }
+    return families;
+  }, "Every CPU kernel family built into this module, best first: name, the CPU features it requires and "
+     "those this CPU lacks (none where it runs).");
   m.def("q4_cpu_kernel", [] { return std::string(pntk::q4_cpu_kernel().name); });
   m.def("q4_set_cpu_kernel", &pntk::q4_set_cpu_kernel, py::arg("name"));
 }

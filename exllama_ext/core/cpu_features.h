@@ -1,6 +1,8 @@
 // CPU feature detection for run-time kernel dispatch: one build runs on any x86-64 (or aarch64)
 // and picks the widest kernel the CPU (and the OS, which must save the wider registers) allows.
 #pragma once
+#include <string>
+#include <vector>
 
 namespace pntk {
 
@@ -13,5 +15,15 @@ struct CpuFeatures {
 
 // Detected once, then cached.
 const CpuFeatures& cpu_features();
+
+// A CPU q4 kernel family built into this binary (q4_cpu_kernels.cpp, best first): the CPU
+// features it needs (named as in /proc/cpuinfo; none for scalar) and those this CPU, or its OS,
+// lacks (empty where it runs; q4_cpu_kernels() lists those).
+struct CpuKernelFamily {
+  std::string name;
+  std::vector<std::string> requires;
+  std::vector<std::string> missing;
+};
+std::vector<CpuKernelFamily> q4_cpu_kernel_families();
 
 }  // namespace pntk

@@ -20,6 +20,34 @@ extern const Q4CpuKernel kQ4KernelNeon;
 
 namespace {
 
+// CPU features (as /proc/cpuinfo names them) that one flag of CpuFeatures stands for.
+struct Requirement {
+  std::vector<std::string> features;
+  bool present;
+};
+struct Family {
+  const Q4CpuKernel* kernel;
+  std::vector<Requirement> requires;
+};
+
+// Every family built into this binary, best first.
+std::vector<Family> families() {
+  const CpuFeatures& cpu = cpu_features();
+#if PNTK_X86_64
+  const Requirement avx2{{"avx2", "fma", "f16c"}, cpu.avx2_fma_f16c};
+  const Requirement avx512{{"avx512f", "avx512bw", "avx512vl", "avx512dq"}, cpu.avx512};
+  return {{&q4::kQ4KernelAvx512Bf16, {avx2, avx512, {{"avx512_bf16"}, cpu.avx512_bf16}}},
+          {&q4::kQ4KernelAvx512, {avx2, avx512}},
+          {&q4::kQ4KernelAvx2, {avx2}},
+          {&q4::kQ4KernelScalar, {}}};
+#elif PNTK_AARCH64
+  return {{&q4::kQ4KernelNeon, {{{"asimd"}, cpu.neon}}}, {&q4::kQ4KernelScalar, {}}};
+#else
+  (void)cpu;
+  return {{&q4::kQ4KernelScalar, {}}};
+#endif
+}
+
 std::atomic<const Q4CpuKernel*>& selected() {
   static std::atomic<const Q4CpuKernel*> kernel{q4_cpu_kernels().front()};
   return kernel;
@@ -27,16 +55,25 @@ std::atomic<const Q4CpuKernel*>& selected() {
 
 }  // namespace
 
+std::vector<CpuKernelFamily> q4_cpu_kernel_families() {
+  std::vector<CpuKernelFamily> out;
+  for (const Family& family : families()) {
+    CpuKernelFamily& f = out.emplace_back(CpuKernelFamily{family.kernel->name, {}, {}});
+    for (const Requirement& r : family.requires) {
+      f.requires.insert(f.requires.end(), r.features.begin(), r.features.end());
+      if (!r.present) f.missing.insert(f.missing.end(), r.features.begin(), r.features.end());
+    }
+  }
+  return out;
+}
+
 std::vector<const Q4CpuKernel*> q4_cpu_kernels() {
   std::vector<const Q4CpuKernel*> kernels;
-#if PNTK_X86_64
-  if (cpu_features().avx512_bf16) kernels.push_back(&q4::kQ4KernelAvx512Bf16);
-  if (cpu_features().avx512) kernels.push_back(&q4::kQ4KernelAvx512);
-  if (cpu_features().avx2_fma_f16c) kernels.push_back(&q4::kQ4KernelAvx2);
-#elif PNTK_AARCH64
-  if (cpu_features().neon) kernels.push_back(&q4::kQ4KernelNeon);
-#endif
-  kernels.push_back(&q4::kQ4KernelScalar);
+  for (const Family& family : families()) {
+    bool runs = true;
+    for (const Requirement& r : family.requires) runs = runs && r.present;
+    if (runs) kernels.push_back(family.kernel);
+  }
   return kernels;
 }
 

@@ -1,6 +1,6 @@
 """Q4Matrix: a GPTQ 4-bit weight matrix W [in_features K, out_features N] that computes
-y = x @ W + bias. The CPU path is pntk._core (AVX-512 / AVX2 / scalar kernels picked at run
-time); a matrix built from CUDA tensors uses pntk.q4_cuda.CudaQ4Backend.
+y = x @ W + bias. The CPU path is pntk._core (AVX-512 / AVX2 / NEON / scalar kernels picked at
+run time); a matrix built from CUDA tensors uses pntk.q4_cuda.CudaQ4Backend.
 
 GPTQ tensors (see DESIGN.md):
   qweight int32 [K/8, N]; qzeros int32 [groups, N/8]; scales float16 [groups, N];
@@ -17,7 +17,7 @@ from . import _core
 from ._tensor import new_cpu_matrix_view, view
 
 __all__ = ["Q4Matrix", "CpuQ4Backend", "set_num_threads", "get_num_threads", "set_thread_runtime", "cpu_kernels",
-           "set_cpu_kernel"]
+           "cpu_kernel_families", "set_cpu_kernel"]
 
 
 def _optional_view(tensor: Optional[torch.Tensor], name: str):
@@ -43,8 +43,21 @@ def set_thread_runtime(runtime: str) -> None:
 
 
 def cpu_kernels() -> list:
-    """CPU kernel families this CPU can run, best first (e.g. ['avx512bf16', 'avx512', 'avx2', 'scalar'])."""
+    """CPU kernel families this CPU can run, best first (e.g. ['avx512bf16', 'avx512', 'avx2', 'scalar'],
+    ['neon', 'scalar'] on aarch64)."""
     return list(_core.q4_cpu_kernels())
+
+
+def cpu_kernel_families() -> list:
+    """Every CPU kernel family built into this module, best first, as dicts: name, requires (the
+    CPU features it needs, as /proc/cpuinfo names them), available (this CPU runs it, so it is in
+    cpu_kernels()) and reason ("" if available, else e.g. "avx512bf16: this CPU lacks avx512_bf16")."""
+    families = []
+    for family in _core.q4_cpu_kernel_families():
+        name, missing = family["name"], list(family["missing"])
+        families.append({"name": name, "requires": list(family["requires"]), "available": not missing,
+                         "reason": f"{name}: this CPU lacks {', '.join(missing)}" if missing else ""})
+    return families
 
 
 def set_cpu_kernel(name: str) -> None:

@@ -3,13 +3,16 @@
 // and validation errors that name the tensor.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
 #include <cmath>
+#include <iostream>
 #include <random>
 #include <stdexcept>
 
+#include "core/cpu_features.h"
 #include "core/float_round.h"
 #include "core/huge_pages.h"
 #include "core/q4_matrix.h"
@@ -127,6 +130,29 @@ TEST(Q4Matrix, SimdKernelsMatchScalarReferenceInHalfPrecision) {
     }
   }
   q4_set_cpu_kernel(previous);
+}
+
+// The families built into this binary: those this CPU runs are q4_cpu_kernels(), in order; the
+// others name the required features it lacks.
+TEST(Q4Matrix, KernelFamiliesNameEveryBuiltFamily) {
+  std::vector<std::string> built, runnable, kernels;
+  std::string listing;
+  for (const CpuKernelFamily& family : q4_cpu_kernel_families()) {
+    built.push_back(family.name);
+    if (family.missing.empty()) runnable.push_back(family.name);
+    for (const std::string& feature : family.missing)
+      EXPECT_NE(std::find(family.requires.begin(), family.requires.end(), feature), family.requires.end());
+    listing += " " + family.name + (family.missing.empty() ? "" : " (lacks " + family.missing.front() + ")");
+  }
+  for (const Q4CpuKernel* kernel : q4_cpu_kernels()) kernels.push_back(kernel->name);
+  EXPECT_EQ(runnable, kernels);
+  std::cout << "[   INFO   ] q4 CPU kernel families:" << listing << "; default " << q4_cpu_kernel().name << "\n";
+#if defined(__x86_64__)
+  EXPECT_EQ(built, (std::vector<std::string>{"avx512bf16", "avx512", "avx2", "scalar"}));
+#elif defined(__aarch64__)
+  EXPECT_EQ(built, (std::vector<std::string>{"neon", "scalar"}));
+  EXPECT_EQ(kernels.front(), "neon");  // Advanced SIMD is baseline on aarch64
+#endif
 }
 
 TEST(Q4Matrix, ValidationNamesTheTensor) {
