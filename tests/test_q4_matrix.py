@@ -282,7 +282,7 @@ def test_build_info_and_kernels():
         if not f["available"]:
             assert f["reason"].startswith(f"{f['name']}: this CPU lacks ")
             assert set(f["reason"].split(" lacks ")[1].split(", ")) <= set(f["requires"])
-    built = {"x86_64": ["avx512bf16", "avx512", "avx2", "scalar"], "aarch64": ["neon", "scalar"]}
+    built = {"x86_64": ["avx512bf16", "avx512vnni", "avx512", "avx2", "scalar"], "aarch64": ["neon", "scalar"]}
     assert [f["name"] for f in FAMILIES] == built.get(platform.machine(), ["scalar"])
     assert pntk.get_num_threads() >= 1
     assert info["cpu_threads"] == "pntk" or info["cpu_threads"].startswith("openmp (")

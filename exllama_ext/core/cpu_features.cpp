@@ -20,6 +20,7 @@ CpuFeatures detect() {
                     __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                     __builtin_cpu_supports("avx512dq");
   features.avx512_bf16 = features.avx512 && __builtin_cpu_supports("avx512bf16");
+  features.avx512_vnni = features.avx512 && __builtin_cpu_supports("avx512vnni");
 #elif defined(__aarch64__) && defined(__linux__)
   features.neon = (getauxval(AT_HWCAP) & HWCAP_ASIMD) != 0;
 #elif defined(__aarch64__)

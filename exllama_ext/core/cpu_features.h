@@ -10,6 +10,7 @@ struct CpuFeatures {
   bool avx2_fma_f16c = false;  // AVX2 + FMA + F16C, OS saves YMM state
   bool avx512 = false;         // AVX-512 F/BW/VL/DQ, OS saves ZMM state
   bool avx512_bf16 = false;    // avx512 + AVX512_BF16 (vdpbf16ps)
+  bool avx512_vnni = false;    // avx512 + AVX512_VNNI (vpdpwssd)
   bool neon = false;           // aarch64 Advanced SIMD (HWCAP_ASIMD; baseline there)
 };
 

@@ -12,7 +12,7 @@ namespace pntk {
 namespace q4 {
 extern const Q4CpuKernel kQ4KernelScalar;
 #if PNTK_X86_64
-extern const Q4CpuKernel kQ4KernelAvx2, kQ4KernelAvx512, kQ4KernelAvx512Bf16;
+extern const Q4CpuKernel kQ4KernelAvx2, kQ4KernelAvx512, kQ4KernelAvx512Bf16, kQ4KernelAvx512Vnni;
 #elif PNTK_AARCH64
 extern const Q4CpuKernel kQ4KernelNeon;
 #endif
@@ -37,6 +37,7 @@ std::vector<Family> families() {
   const Requirement avx2{{"avx2", "fma", "f16c"}, cpu.avx2_fma_f16c};
   const Requirement avx512{{"avx512f", "avx512bw", "avx512vl", "avx512dq"}, cpu.avx512};
   return {{&q4::kQ4KernelAvx512Bf16, {avx2, avx512, {{"avx512_bf16"}, cpu.avx512_bf16}}},
+          {&q4::kQ4KernelAvx512Vnni, {avx2, avx512, {{"avx512_vnni"}, cpu.avx512_vnni}}},
           {&q4::kQ4KernelAvx512, {avx2, avx512}},
           {&q4::kQ4KernelAvx2, {avx2}},
           {&q4::kQ4KernelScalar, {}}};

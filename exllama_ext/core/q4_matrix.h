@@ -84,7 +84,8 @@ struct Q4Layout {
 //   factor) per chunk of a group (up to 32 packed rows) as 16-bit integers xq = round(x / d),
 //   d = the chunk's largest |x| / 32767, in pairs xpairs [K'/8][M][4] (xq[8r+j] in the low and
 //   xq[8r+j+4] in the high half, j < 4); at the chunk's first word row, d in chunk_scale
-//   [M][K'/8] and the sum of its xq in xsum_chunk [M][K'/8]; and row_unscale.
+//   [M][K'/8] and the sum of its xq in xsum_chunk [M][K'/8]; row_unscale; and the outliers
+//   left out of xq (q4_kernel_int16.h), row m's in outliers[outlier_begin[m], outlier_begin[m+1]).
 struct Q4Activations {
   enum class Form { packed_fp32, bf16_pairs, int16_pairs };
   Form form = Form::packed_fp32;
@@ -96,6 +97,12 @@ struct Q4Activations {
   int xpair_parts = 0;
   std::vector<float> xsum_chunk;
   std::vector<float> chunk_scale;
+  struct Outlier {
+    int32_t packed_row, group;
+    float value;  // x times the row factor
+  };
+  std::vector<Outlier> outliers;
+  std::vector<int64_t> outlier_begin;  // [M + 1]
 };
 
 // One CPU kernel family (a row of the dispatch table in q4_cpu_kernels.cpp).

@@ -1,0 +1,33 @@
+// AVX-512 VNNI q4 kernels: the GEMV on 16-bit integers (q4_kernel_int16.h) with vpdpwssd, which
+// multiplies the int16 pairs and adds them to the accumulator in one instruction, for fp16 and
+// bf16 x at M <= 16; fp32 x and every GEMM are the avx512 family's. x86-64 only, in a target
+// region (simd_target.h).
+#include "core/q4_kernel_simd.h"
+
+#if PNTK_X86_64
+PNTK_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
+#include "core/q4_kernel_f16c.h"
+#include "core/q4_kernel_impl.h"
+#include "core/q4_kernel_int16.h"
+#include "core/q4_kernel_avx512.h"
+
+namespace pntk::q4 {
+namespace {
+
+struct Avx512Vnni : Avx512 {
+  // vpdpwssd: latency 5, 1-2 per cycle; 16 chains keep it busy.
+  static constexpr int kInt16Chains = 16;
+  static I dot_pairs(I acc, I a, I b) { return _mm512_dpwssd_epi32(acc, a, b); }
+};
+
+using Kernels = Q4Kernels<Avx512>;
+using Gemv = Int16Gemv<Avx512Vnni, Kernels>;
+
+}  // namespace
+}  // namespace pntk::q4
+PNTK_TARGET_END
+
+namespace pntk::q4 {
+extern const Q4CpuKernel kQ4KernelAvx512Vnni{"avx512vnni", Gemv::prepare, Gemv::gemv_tile, Kernels::gemm_tile};
+}  // namespace pntk::q4
+#endif  // PNTK_X86_64

@@ -1,0 +1,271 @@
+// GEMV on 16-bit integers for fp16 and bf16 x (M <= 16), over an ISA traits struct; fp32 x
+// and every other case go to `Kernels` (a Q4Kernels, q4_kernel_impl.h). A region body
+// (simd_target.h): included after q4_kernel_impl.h inside a kernel file's target region.
+//
+// x is quantized per chunk (up to kChunkWordRows word rows of one group, 32 packed
+// rows): xq = round(x / d), d = max |x| / 32767 over the chunk, in pairs (q4_matrix.h,
+// Q4Activations::int16_pairs). A weight word w of column c holds packed rows 8r..8r+7, row
+// 8r+j at bits 4j; (w >> 4j) & 0x000F000F holds q[8r+j] in its low and q[8r+j+4] in its high
+// 16 bits, so vpmaddwd with the pair (xq[8r+j], xq[8r+j+4]) gives their two products summed
+// in int32 (vpdpwssd also adds them to the accumulator): 8 rows of a column take 3 shifts,
+// 4 ANDs and 4 vpmaddwd + add, or 4 vpdpwssd, per vector of columns.
+// Over a chunk the int32 sum is exact (|sum| <= 32 * 32767 * 15 < 2^24, also exact in fp32),
+// as is sum xq (q - z) = dot - z * sum xq; per chunk
+//   y[m, n] += (s[g, n] * d) * (dot - z[g, n] * xsum),
+// one rounding for s * d and one FMA. The only error beside fp32's is x's quantization, at
+// most d / 2 = max |x| / 65534 per element of the chunk.
+//
+// Traits (struct Isa), beside those of q4_kernel_impl.h: kInt16Rows, kInt16Vectors (rows of x
+// and vectors per pass for M >= 2), kInt16Chains (independent accumulator chains a pass needs:
+// the latency of dot_pairs' add times its throughput); I zero_int(); add_int(a, b);
+// broadcast_pair(u32); nibble_pairs<j>(w) = (w >> 4j) & 0x000F000F; dot_pairs(acc, a, b) =
+// acc + the pairwise products of a and b (int16) summed per int32 lane; to_float(i).
+#pragma once
+
+namespace pntk::q4 {
+
+namespace {  // internal linkage: compiled for the including file's ISA
+
+template <class Isa, class Kernels>
+struct Int16Gemv {
+  using I = typename Isa::I;
+  using F = typename Isa::F;
+  static constexpr int L = Isa::kLanes;
+  static constexpr int64_t kChunkWordRows = 4;
+  static constexpr int kRowsPerPass = Isa::kInt16Rows, kVectorsPerPass = Isa::kInt16Vectors;  // M >= 2
+  static constexpr int kTileVectors = kQ4TileColumns / L;  // M = 1: a whole tile per pass
+  static constexpr float kLargestQ = 32767.0f;
+  // An element of x more than 4 times the 4th largest |x| of its chunk is an outlier. A normal
+  // chunk of 32 has none (that takes |x| > ~6 sigma); LLM activations' few channels of 20-1000x
+  // are: left in, they would set d and leave the chunk's other elements a few bits.
+  static constexpr int kOutlierRank = 3;
+  static constexpr float kOutlierRatio = 4.0f;
+
+  // Independent accumulators per (row, vector): enough for Isa::kInt16Chains chains in all.
+  template <int MT, int V>
+  static constexpr int chains() {
+    return std::min(4, std::max(1, Isa::kInt16Chains / (MT * V)));
+  }
+
+  static bool takes(const TensorView& x) { return x.dtype == DType::float16 || x.dtype == DType::bfloat16; }
+
+  static void prepare(const Q4Layout& w, const TensorView& x, bool for_gemv, Q4Activations& out) {
+    if (!for_gemv || !takes(x)) return Kernels::prepare(w, x, for_gemv, out);
+    const int64_t word_rows = w.packed_rows / 8;
+    out.form = Q4Activations::Form::int16_pairs;
+    out.m = x.shape[0];
+    out.xpairs.resize(static_cast<size_t>(out.m * word_rows * 4));
+    out.xsum_chunk.resize(static_cast<size_t>(out.m * word_rows));
+    out.chunk_scale.resize(static_cast<size_t>(out.m * word_rows));
+    out.row_unscale.resize(static_cast<size_t>(out.m));
+    out.outliers.clear();
+    out.outlier_begin.assign(1, 0);
+    float* row = thread_scratch(0, w.k);
+    for (int64_t m = 0; m < out.m; ++m) {
+      convert_row_f16c(x, m, row);
+      float largest = 0.0f;
+      for (int64_t k = 0; k < w.k; ++k) largest = std::max(largest, std::fabs(row[k]));
+      const float factor = row_scale(largest);
+      out.row_unscale[static_cast<size_t>(m)] = 1.0f / factor;
+      for (int64_t g = 0; g < w.groups; ++g) {
+        const int64_t group_end = w.group_begin[g + 1] / 8;
+        for (int64_t r0 = w.group_begin[g] / 8; r0 < group_end; r0 += kChunkWordRows)
+          quantize_chunk(w, row, factor, m, g, r0, std::min(r0 + kChunkWordRows, group_end), out);
+      }
+      out.outlier_begin.push_back(static_cast<int64_t>(out.outliers.size()));
+    }
+  }
+
+  // Word rows [r0, r1) of group g of row m of x (fp32, original order, times `factor`) ->
+  // xpairs, the chunk's d and sum of xq, and its outliers. A NaN or Inf in the chunk makes d
+  // NaN, which reaches every column of y.
+  static void quantize_chunk(const Q4Layout& w, const float* row, float factor, int64_t m, int64_t g, int64_t r0,
+                             int64_t r1, Q4Activations& a) {
+    alignas(32) float values[kChunkWordRows * 8];
+    const int64_t count = (r1 - r0) * 8;
+    float top[kOutlierRank + 1] = {};  // the largest magnitudes, descending
+    bool not_finite = false;
+    for (int64_t i = 0; i < count; ++i) {
+      const int32_t k = w.row_of_packed[r0 * 8 + i];
+      values[i] = k < 0 ? 0.0f : row[k] * factor;
+      float magnitude = std::fabs(values[i]);
+      not_finite |= !(magnitude <= std::numeric_limits<float>::max());
+      for (float& t : top)
+        if (magnitude > t) std::swap(magnitude, t);
+    }
+    // Outliers: |x| > kOutlierRatio times the (kOutlierRank + 1)-th largest |x| of the chunk
+    // (at most kOutlierRank of them). They leave the integer sums (xq = 0) and are added
+    // exactly, as x * W[p, :] in fp32 (add_outliers), so the chunk's d is set by the rest.
+    const float outlier_above = top[kOutlierRank] > 0.0f && !not_finite ? kOutlierRatio * top[kOutlierRank]
+                                                                       : std::numeric_limits<float>::infinity();
+    float largest = 0.0f;
+    for (int64_t i = 0; i < count; ++i) {
+      const float magnitude = std::fabs(values[i]);
+      if (magnitude > outlier_above) {
+        a.outliers.push_back({static_cast<int32_t>(r0 * 8 + i), static_cast<int32_t>(g), values[i]});
+        values[i] = 0.0f;
+      } else {
+        largest = std::max(largest, magnitude);
+      }
+    }
+    const float d = not_finite ? std::numeric_limits<float>::quiet_NaN() : largest / kLargestQ;
+    const __m256 inverse = _mm256_set1_ps(largest > 0.0f && !not_finite ? kLargestQ / largest : 0.0f);
+    __m256i sum = _mm256_setzero_si256();
+    for (int64_t r = r0; r < r1; ++r) {
+      const __m256i xq = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_load_ps(values + (r - r0) * 8), inverse));
+      sum = _mm256_add_epi32(sum, xq);
+      // (xq[j] & 0xFFFF) | xq[j + 4] << 16 for j < 4
+      const __m128i low = _mm_and_si128(_mm256_castsi256_si128(xq), _mm_set1_epi32(0xFFFF));
+      const __m128i high = _mm_slli_epi32(_mm256_extracti128_si256(xq, 1), 16);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(a.xpairs.data() + (r * a.m + m) * 4), _mm_or_si128(low, high));
+    }
+    __m128i total = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+    total = _mm_add_epi32(total, _mm_shuffle_epi32(total, 0x4E));
+    total = _mm_add_epi32(total, _mm_shuffle_epi32(total, 0xB1));
+    const size_t chunk = static_cast<size_t>(m * (w.packed_rows / 8) + r0);
+    a.xsum_chunk[chunk] = static_cast<float>(_mm_cvtsi128_si32(total));
+    a.chunk_scale[chunk] = d;
+  }
+
+  // One chunk (word_rows word rows) of MT rows of x (xpairs, ldx words per word row) on columns
+  // [0, (V - 1) * L + last_valid) of q (row stride `width` words); y (row stride
+  // kQ4TileColumns) += the chunk's products, scaled (file comment).
+  template <int MT, int V>
+  static void gemv_chunk(const uint32_t* q, int64_t width, int64_t word_rows, const uint32_t* x, int64_t ldx,
+                         const float* xsum, const float* d, int64_t chunk_stride, const uint16_t* scales,
+                         const uint32_t* zeros, int last_valid, float* y) {
+    constexpr int A = chains<MT, V>();
+    const auto mask = [&](int v) { return Isa::mask(v == V - 1 ? last_valid : L); };
+    I acc[MT][V][A];
+    PNTK_UNROLL
+    for (auto& per_m : acc)
+      PNTK_UNROLL
+      for (auto& per_v : per_m)
+        PNTK_UNROLL
+        for (auto& a : per_v) a = Isa::zero_int();
+    for (int64_t r = 0; r < word_rows; ++r) {
+      const uint32_t* xr = x + r * ldx;
+      const uint32_t* qr = q + r * width;
+      PNTK_UNROLL
+      for (int v = 0; v < V; ++v) prefetch_l1(qr + Kernels::kPrefetchWordRows * width + v * L);
+      if constexpr (MT == 1) {  // 4 pairs of x in registers, one vector of words at a time
+        const I xb[4] = {Isa::broadcast_pair(xr[0]), Isa::broadcast_pair(xr[1]), Isa::broadcast_pair(xr[2]),
+                         Isa::broadcast_pair(xr[3])};
+        PNTK_UNROLL
+        for (int v = 0; v < V; ++v) {
+          const I words = Isa::load_words(qr + v * L, mask(v));
+          static_for<4>([&](auto j) {
+            acc[0][v][j % A] = Isa::dot_pairs(acc[0][v][j % A], Isa::template nibble_pairs<j>(words), xb[j]);
+          });
+        }
+      } else {  // V vectors of words in registers, one pair of x at a time
+        I words[V];
+        PNTK_UNROLL
+        for (int v = 0; v < V; ++v) words[v] = Isa::load_words(qr + v * L, mask(v));
+        static_for<4>([&](auto j) {
+          I pairs[V];
+          PNTK_UNROLL
+          for (int v = 0; v < V; ++v) pairs[v] = Isa::template nibble_pairs<j>(words[v]);
+          PNTK_UNROLL
+          for (int m = 0; m < MT; ++m) {
+            const I xb = Isa::broadcast_pair(xr[m * 4 + j]);
+            PNTK_UNROLL
+            for (int v = 0; v < V; ++v) acc[m][v][j % A] = Isa::dot_pairs(acc[m][v][j % A], pairs[v], xb);
+          }
+        });
+      }
+    }
+    PNTK_UNROLL
+    for (int v = 0; v < V; ++v) {
+      const F s = Isa::load_scales(scales + v * L, mask(v));
+      const F z = Isa::load_zeros(zeros + v * L / 8, v == V - 1 ? last_valid : L);
+      PNTK_UNROLL
+      for (int m = 0; m < MT; ++m) {
+        I dot = acc[m][v][0];
+        PNTK_UNROLL
+        for (int a = 1; a < A; ++a) dot = Isa::add_int(dot, acc[m][v][a]);
+        const F exact = Isa::fnma(z, Isa::broadcast(xsum + m * chunk_stride), Isa::to_float(dot));
+        float* yv = y + m * kQ4TileColumns + v * L;
+        Isa::store(yv, Isa::fma(Isa::mul(s, Isa::broadcast(d + m * chunk_stride)), exact, Isa::load(yv)));
+      }
+    }
+  }
+
+  static void gemv_tile(const Q4Layout& w, const Q4Activations& a, int64_t tile, const TensorView& out) {
+    if (a.form != Q4Activations::Form::int16_pairs) return Kernels::gemv_tile(w, a, tile, out);
+    const int64_t width = w.tile_width(tile), word_rows_total = w.packed_rows / 8, ldx = a.m * 4;
+    const uint32_t* q = w.tile_qweight(tile);
+    const uint16_t* scales = w.tile_scales(tile);
+    const uint32_t* zeros = w.tile_zeros(tile);
+    alignas(64) float y[kQ4GemvMaxRows * kQ4TileColumns] = {};
+    const int64_t pass = a.m == 1 ? kQ4TileColumns : kVectorsPerPass * L;
+    for (int64_t g = 0; g < w.groups; ++g) {
+      const int64_t group_end = w.group_begin[g + 1] / 8;
+      Kernels::prefetch_group_params(scales, zeros, width, g);
+      for (int64_t r0 = w.group_begin[g] / 8; r0 < group_end; r0 += kChunkWordRows) {
+        const int64_t word_rows = std::min(kChunkWordRows, group_end - r0);
+        for (int64_t m0 = 0; m0 < a.m; m0 += kRowsPerPass) {
+          const int rows = static_cast<int>(std::min<int64_t>(kRowsPerPass, a.m - m0));
+          const uint32_t* x = a.xpairs.data() + r0 * ldx + m0 * 4;
+          const int64_t chunk = m0 * word_rows_total + r0;
+          for (int64_t c0 = 0; c0 < width; c0 += pass) {
+            const int columns = static_cast<int>(std::min(pass, width - c0));
+            const int vectors = (columns + L - 1) / L, last_valid = columns - (vectors - 1) * L;
+            const uint32_t* qc = q + r0 * width + c0;
+            const uint16_t* sc = scales + g * width + c0;
+            const uint32_t* zc = zeros + g * (width / 8) + c0 / 8;
+            float* yc = y + m0 * kQ4TileColumns + c0;
+            const auto run = [&](auto mt, auto v) {
+              gemv_chunk<mt, v>(qc, width, word_rows, x, ldx, a.xsum_chunk.data() + chunk, a.chunk_scale.data() + chunk,
+                                word_rows_total, sc, zc, last_valid, yc);
+            };
+            if (a.m == 1) {
+              static_for<kTileVectors>([&](auto v) {
+                if (vectors == v + 1) run(std::integral_constant<int, 1>{}, std::integral_constant<int, v + 1>{});
+              });
+              continue;
+            }
+            static_for<kRowsPerPass>([&](auto mt) {
+              static_for<kVectorsPerPass>([&](auto v) {
+                if (rows == mt + 1 && vectors == v + 1)
+                  run(std::integral_constant<int, mt + 1>{}, std::integral_constant<int, v + 1>{});
+              });
+            });
+          }
+        }
+      }
+    }
+    add_outliers(w, a, tile, y);
+    Kernels::store_tile(w, a, tile, y, kQ4TileColumns, out);
+  }
+
+  // y[m, n] += x * s[g, n] * (q[p, n] - z[g, n]) for each outlier (p, g, x) of row m (fp32, one
+  // FMA into y), on the tile's columns.
+  static void add_outliers(const Q4Layout& w, const Q4Activations& a, int64_t tile, float* y) {
+    const int64_t width = w.tile_width(tile);
+    const uint32_t* q = w.tile_qweight(tile);
+    for (int64_t m = 0; m < a.m; ++m) {
+      for (int64_t o = a.outlier_begin[m]; o < a.outlier_begin[m + 1]; ++o) {
+        const Q4Activations::Outlier& outlier = a.outliers[static_cast<size_t>(o)];
+        const F x = Isa::broadcast(&outlier.value);
+        for (int64_t c0 = 0; c0 < width; c0 += L) {
+          const int valid = static_cast<int>(std::min<int64_t>(L, width - c0));
+          const auto mask = Isa::mask(valid);
+          const I words = Isa::load_words(q + outlier.packed_row / 8 * width + c0, mask);
+          F nibble = Isa::zero();
+          static_for<8>([&](auto j) {
+            if (outlier.packed_row % 8 == j) nibble = Isa::template nibble<j>(words);
+          });
+          const F s = Isa::load_scales(w.tile_scales(tile) + outlier.group * width + c0, mask);
+          const F z = Isa::load_zeros(w.tile_zeros(tile) + outlier.group * (width / 8) + c0 / 8, valid);
+          float* yv = y + m * kQ4TileColumns + c0;
+          Isa::store(yv, Isa::fma(x, Isa::mul(s, Isa::sub(nibble, z)), Isa::load(yv)));
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+
+}  // namespace pntk::q4
