@@ -181,6 +181,21 @@ def test_gemv_error_is_the_output_rounding(device, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gemv_error_with_massive_activations(device, dtype, rng):
+    # A few channels at 300-3000x, side by side (one chunk of a group in the original row order),
+    # as LLM hidden states carry: a kernel that scaled x per chunk by its largest |x| would keep
+    # ~4 bits of the chunk's other elements (the int16 GEMVs add such elements apart, exactly).
+    w, w64 = act_order_matrix(device, ref.random_gptq(K, N, 3, rng, act_order=False))
+    for m in (1, 2, 8):
+        x = rng.standard_normal((m, K))
+        first = 32 * int(rng.integers(K // 32))
+        x[:, first + 3 : first + 6] *= rng.uniform(300, 3000, size=3) * rng.choice([-1, 1], size=3)
+        x = torch.from_numpy(x.astype(np.float32)).to(dtype)
+        error, rounding = error_and_output_rounding(w, w64, x, device)
+        assert error <= 1.1 * rounding + 1e-5, f"M={m}: relative error {error:.3g}, output rounding {rounding:.3g}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_gemv_error_with_outliers_in_x(device, dtype, rng):
     # LLM activations carry a few channels 100x larger than the rest. A kernel that scales x per
     # block loses the small values beside an outlier (int8 x per 32 rows: about 1e-2 of |y|
@@ -282,7 +297,7 @@ def test_build_info_and_kernels():
         if not f["available"]:
             assert f["reason"].startswith(f"{f['name']}: this CPU lacks ")
             assert set(f["reason"].split(" lacks ")[1].split(", ")) <= set(f["requires"])
-    built = {"x86_64": ["avx512bf16", "avx512vnni", "avx512", "avx2", "scalar"], "aarch64": ["neon", "scalar"]}
+    built = {"x86_64": ["avx512vnni", "avx512bf16", "avx512", "avx2", "scalar"], "aarch64": ["neon", "scalar"]}
     assert [f["name"] for f in FAMILIES] == built.get(platform.machine(), ["scalar"])
     assert pntk.get_num_threads() >= 1
     assert info["cpu_threads"] == "pntk" or info["cpu_threads"].startswith("openmp (")
@@ -308,6 +323,16 @@ def test_thread_runtime_follows_the_environment():
     bad = run_python(show, PNTK_CPU_THREADS="threads")
     assert bad.returncode != 0
     assert "PNTK_CPU_THREADS: must be auto, openmp or pntk, got 'threads'" in bad.stderr
+
+
+def test_cpu_kernel_follows_the_environment():
+    show = "import pntk; print(pntk.build_info()['cpu_kernel'])"
+    assert run_python(show).stdout.strip() == KERNELS[0]
+    for name in KERNELS:
+        assert run_python(show, PNTK_CPU_KERNEL=name).stdout.strip() == name
+    bad = run_python(show, PNTK_CPU_KERNEL="sse9")
+    assert bad.returncode != 0
+    assert f"PNTK_CPU_KERNEL: 'sse9' is not available on this CPU (available: {', '.join(KERNELS)})" in bad.stderr
 
 
 def test_results_do_not_depend_on_the_thread_runtime(rng):

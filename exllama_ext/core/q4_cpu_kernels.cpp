@@ -1,6 +1,7 @@
 // The CPU q4 kernel table: every family built into this binary, filtered at run time by
 // what the CPU supports (cpu_features.h). The best one runs unless a test picks another.
 #include <atomic>
+#include <cstdlib>
 
 #include "core/cpu_features.h"
 #include "core/errors.h"
@@ -36,8 +37,8 @@ std::vector<Family> families() {
 #if PNTK_X86_64
   const Requirement avx2{{"avx2", "fma", "f16c"}, cpu.avx2_fma_f16c};
   const Requirement avx512{{"avx512f", "avx512bw", "avx512vl", "avx512dq"}, cpu.avx512};
-  return {{&q4::kQ4KernelAvx512Bf16, {avx2, avx512, {{"avx512_bf16"}, cpu.avx512_bf16}}},
-          {&q4::kQ4KernelAvx512Vnni, {avx2, avx512, {{"avx512_vnni"}, cpu.avx512_vnni}}},
+  return {{&q4::kQ4KernelAvx512Vnni, {avx2, avx512, {{"avx512_vnni"}, cpu.avx512_vnni}}},
+          {&q4::kQ4KernelAvx512Bf16, {avx2, avx512, {{"avx512_bf16"}, cpu.avx512_bf16}}},
           {&q4::kQ4KernelAvx512, {avx2, avx512}},
           {&q4::kQ4KernelAvx2, {avx2}},
           {&q4::kQ4KernelScalar, {}}};
@@ -49,8 +50,22 @@ std::vector<Family> families() {
 #endif
 }
 
+// The runnable family called `name`, else an error naming `field` and the runnable ones.
+const Q4CpuKernel& find_kernel(const std::string& name, const char* field) {
+  std::string available;
+  for (const Q4CpuKernel* kernel : q4_cpu_kernels()) {
+    if (name == kernel->name) return *kernel;
+    available += (available.empty() ? "" : ", ") + std::string(kernel->name);
+  }
+  fail_argument(field, "'" + name + "' is not available on this CPU (available: " + available + ")");
+}
+
+// The best family, or the one PNTK_CPU_KERNEL names.
 std::atomic<const Q4CpuKernel*>& selected() {
-  static std::atomic<const Q4CpuKernel*> kernel{q4_cpu_kernels().front()};
+  static std::atomic<const Q4CpuKernel*> kernel{[] {
+    const char* name = std::getenv("PNTK_CPU_KERNEL");
+    return name && *name ? &find_kernel(name, "PNTK_CPU_KERNEL") : q4_cpu_kernels().front();
+  }()};
   return kernel;
 }
 
@@ -80,16 +95,6 @@ std::vector<const Q4CpuKernel*> q4_cpu_kernels() {
 
 const Q4CpuKernel& q4_cpu_kernel() { return *selected().load(); }
 
-void q4_set_cpu_kernel(const std::string& name) {
-  std::string available;
-  for (const Q4CpuKernel* kernel : q4_cpu_kernels()) {
-    if (name == kernel->name) {
-      selected().store(kernel);
-      return;
-    }
-    available += (available.empty() ? "" : ", ") + std::string(kernel->name);
-  }
-  fail_argument("kernel", "'" + name + "' is not available on this CPU (available: " + available + ")");
-}
+void q4_set_cpu_kernel(const std::string& name) { selected().store(&find_kernel(name, "kernel")); }
 
 }  // namespace pntk

@@ -35,11 +35,11 @@ struct Int16Gemv {
   static constexpr int kRowsPerPass = Isa::kInt16Rows, kVectorsPerPass = Isa::kInt16Vectors;  // M >= 2
   static constexpr int kTileVectors = kQ4TileColumns / L;  // M = 1: a whole tile per pass
   static constexpr float kLargestQ = 32767.0f;
-  // An element of x more than 4 times the 4th largest |x| of its chunk is an outlier. A normal
-  // chunk of 32 has none (that takes |x| > ~6 sigma); LLM activations' few channels of 20-1000x
-  // are: left in, they would set d and leave the chunk's other elements a few bits.
-  static constexpr int kOutlierRank = 3;
-  static constexpr float kOutlierRatio = 4.0f;
+  // An element of x more than 8 times its chunk's mean |x| (padding rows counted as 0) is an
+  // outlier. A normal chunk has none (that takes |x| > 6.4 sigma); the few channels of 10-1000x
+  // that LLM activations carry are: left in, they would set d and leave the chunk's other
+  // elements a few bits.
+  static constexpr float kOutlierRatio = 8.0f;
 
   // Independent accumulators per (row, vector): enough for Isa::kInt16Chains chains in all.
   template <int MT, int V>
@@ -63,9 +63,9 @@ struct Int16Gemv {
     float* row = thread_scratch(0, w.k);
     for (int64_t m = 0; m < out.m; ++m) {
       convert_row_f16c(x, m, row);
-      float largest = 0.0f;
-      for (int64_t k = 0; k < w.k; ++k) largest = std::max(largest, std::fabs(row[k]));
-      const float factor = row_scale(largest);
+      __m256 largest = _mm256_setzero_ps();  // K % 8 == 0
+      for (int64_t k = 0; k < w.k; k += 8) largest = _mm256_max_ps(largest, magnitudes(_mm256_loadu_ps(row + k)));
+      const float factor = row_scale(horizontal_max(largest));
       out.row_unscale[static_cast<size_t>(m)] = 1.0f / factor;
       for (int64_t g = 0; g < w.groups; ++g) {
         const int64_t group_end = w.group_begin[g + 1] / 8;
@@ -76,55 +76,81 @@ struct Int16Gemv {
     }
   }
 
+  static __m256 magnitudes(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+  static float horizontal_max(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+  }
+  static float horizontal_sum(__m256 v) {
+    __m128 m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
+  }
+
   // Word rows [r0, r1) of group g of row m of x (fp32, original order, times `factor`) ->
-  // xpairs, the chunk's d and sum of xq, and its outliers. A NaN or Inf in the chunk makes d
-  // NaN, which reaches every column of y.
+  // xpairs, the chunk's d and sum of xq, and its outliers, which leave the integer sums (xq = 0)
+  // and are added exactly, x * W[p, :] in fp32 (add_outliers), so that the rest set d. A NaN or
+  // Inf in the chunk makes d NaN, which reaches every column of y.
   static void quantize_chunk(const Q4Layout& w, const float* row, float factor, int64_t m, int64_t g, int64_t r0,
                              int64_t r1, Q4Activations& a) {
-    alignas(32) float values[kChunkWordRows * 8];
-    const int64_t count = (r1 - r0) * 8;
-    float top[kOutlierRank + 1] = {};  // the largest magnitudes, descending
-    bool not_finite = false;
-    for (int64_t i = 0; i < count; ++i) {
-      const int32_t k = w.row_of_packed[r0 * 8 + i];
-      values[i] = k < 0 ? 0.0f : row[k] * factor;
-      float magnitude = std::fabs(values[i]);
-      not_finite |= !(magnitude <= std::numeric_limits<float>::max());
-      for (float& t : top)
-        if (magnitude > t) std::swap(magnitude, t);
+    constexpr int kMaxVectors = static_cast<int>(kChunkWordRows);
+    const int vectors = static_cast<int>(r1 - r0);
+    const __m256 scale = _mm256_set1_ps(factor);
+    __m256 values[kMaxVectors], sum = _mm256_setzero_ps(), largest = _mm256_setzero_ps();
+    int not_finite = 0;
+    for (int v = 0; v < vectors; ++v) {  // packed rows 8 (r0 + v) .. + 7; padding (-1) gives 0
+      const __m256i source = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.row_of_packed.data() + (r0 + v) * 8));
+      const __m256 real = _mm256_castsi256_ps(_mm256_cmpgt_epi32(source, _mm256_set1_epi32(-1)));
+      values[v] = _mm256_mul_ps(_mm256_mask_i32gather_ps(_mm256_setzero_ps(), row, source, real, 4), scale);
+      const __m256 magnitude = magnitudes(values[v]);
+      not_finite |= _mm256_movemask_ps(_mm256_cmp_ps(magnitude, _mm256_set1_ps(std::numeric_limits<float>::max()), _CMP_NLE_UQ));
+      sum = _mm256_add_ps(sum, magnitude);
+      largest = _mm256_max_ps(largest, magnitude);
     }
-    // Outliers: |x| > kOutlierRatio times the (kOutlierRank + 1)-th largest |x| of the chunk
-    // (at most kOutlierRank of them). They leave the integer sums (xq = 0) and are added
-    // exactly, as x * W[p, :] in fp32 (add_outliers), so the chunk's d is set by the rest.
-    const float outlier_above = top[kOutlierRank] > 0.0f && !not_finite ? kOutlierRatio * top[kOutlierRank]
-                                                                       : std::numeric_limits<float>::infinity();
-    float largest = 0.0f;
-    for (int64_t i = 0; i < count; ++i) {
-      const float magnitude = std::fabs(values[i]);
-      if (magnitude > outlier_above) {
-        a.outliers.push_back({static_cast<int32_t>(r0 * 8 + i), static_cast<int32_t>(g), values[i]});
-        values[i] = 0.0f;
-      } else {
-        largest = std::max(largest, magnitude);
-      }
+    float regular_largest = horizontal_max(largest);
+    if (!not_finite) {
+      const __m256 outlier_above = _mm256_set1_ps(kOutlierRatio * horizontal_sum(sum) / static_cast<float>(vectors * 8));
+      int any = 0;
+      for (int v = 0; v < vectors; ++v) any |= _mm256_movemask_ps(_mm256_cmp_ps(magnitudes(values[v]), outlier_above, _CMP_GT_OQ));
+      if (any) regular_largest = take_outliers(values, vectors, outlier_above, static_cast<int32_t>(r0 * 8), g, a);
     }
-    const float d = not_finite ? std::numeric_limits<float>::quiet_NaN() : largest / kLargestQ;
-    const __m256 inverse = _mm256_set1_ps(largest > 0.0f && !not_finite ? kLargestQ / largest : 0.0f);
-    __m256i sum = _mm256_setzero_si256();
-    for (int64_t r = r0; r < r1; ++r) {
-      const __m256i xq = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_load_ps(values + (r - r0) * 8), inverse));
-      sum = _mm256_add_epi32(sum, xq);
+    const float d = not_finite ? std::numeric_limits<float>::quiet_NaN() : regular_largest / kLargestQ;
+    const __m256 inverse = _mm256_set1_ps(regular_largest > 0.0f && !not_finite ? kLargestQ / regular_largest : 0.0f);
+    __m256i xq_sum = _mm256_setzero_si256();
+    for (int v = 0; v < vectors; ++v) {
+      const __m256i xq = _mm256_cvtps_epi32(_mm256_mul_ps(values[v], inverse));
+      xq_sum = _mm256_add_epi32(xq_sum, xq);
       // (xq[j] & 0xFFFF) | xq[j + 4] << 16 for j < 4
       const __m128i low = _mm_and_si128(_mm256_castsi256_si128(xq), _mm_set1_epi32(0xFFFF));
       const __m128i high = _mm_slli_epi32(_mm256_extracti128_si256(xq, 1), 16);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(a.xpairs.data() + (r * a.m + m) * 4), _mm_or_si128(low, high));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(a.xpairs.data() + ((r0 + v) * a.m + m) * 4), _mm_or_si128(low, high));
     }
-    __m128i total = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+    __m128i total = _mm_add_epi32(_mm256_castsi256_si128(xq_sum), _mm256_extracti128_si256(xq_sum, 1));
     total = _mm_add_epi32(total, _mm_shuffle_epi32(total, 0x4E));
     total = _mm_add_epi32(total, _mm_shuffle_epi32(total, 0xB1));
     const size_t chunk = static_cast<size_t>(m * (w.packed_rows / 8) + r0);
     a.xsum_chunk[chunk] = static_cast<float>(_mm_cvtsi128_si32(total));
     a.chunk_scale[chunk] = d;
+  }
+
+  // Moves the chunk's values over `outlier_above` to a.outliers (packed rows from p0, group g),
+  // zeroing them in `values`; returns the largest |x| left.
+  static float take_outliers(__m256* values, int vectors, __m256 outlier_above, int32_t p0, int64_t g,
+                             Q4Activations& a) {
+    alignas(32) float lanes[kChunkWordRows * 8];
+    float largest = 0.0f;
+    for (int v = 0; v < vectors; ++v) _mm256_store_ps(lanes + v * 8, values[v]);
+    const float above = _mm256_cvtss_f32(outlier_above);
+    for (int i = 0; i < vectors * 8; ++i) {
+      if (std::fabs(lanes[i]) > above) {
+        a.outliers.push_back({p0 + i, static_cast<int32_t>(g), lanes[i]});
+        lanes[i] = 0.0f;
+      }
+      largest = std::max(largest, std::fabs(lanes[i]));
+    }
+    for (int v = 0; v < vectors; ++v) values[v] = _mm256_load_ps(lanes + v * 8);
+    return largest;
   }
 
   // One chunk (word_rows word rows) of MT rows of x (xpairs, ldx words per word row) on columns
