@@ -43,7 +43,7 @@ def set_thread_runtime(runtime: str) -> None:
 
 
 def cpu_kernels() -> list:
-    """CPU kernel families this CPU can run, best first (e.g. ['avx512bf16', 'avx512', 'avx2', 'scalar'],
+    """CPU kernel families this CPU can run, best first (e.g. ['avx512vnni', 'avx512bf16', 'avx512', 'avx2', 'scalar'],
     ['neon', 'scalar'] on aarch64)."""
     return list(_core.q4_cpu_kernels())
 
