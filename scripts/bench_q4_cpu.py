@@ -12,20 +12,33 @@ Then the GEMM path (M = 64, 256) against torch's dense fp32 matmul of the dequan
 a cache-hot case (K=14336, N=4096, M=1, group 32, act-order, one weight copy), and Llama-2-7B
 decode layers with torch's operators between the q4 matmuls, on each thread runtime
 (pntk.set_thread_runtime: pntk's own threads, or torch's OpenMP team).
+Last, the peer to beat: ggml (llama.cpp's CPU backend, built from ../shared/upstream's pinned
+tarball by scripts/ggml_peer.py and timed in a process of its own by scripts/ggml_q4_timing.c):
+for M = 1 and 8 at the Llama-2 shapes, ggml's q4_0 and q4_K matmul with the weights in each of the
+CPU device's buffer types (plain, CPU_REPACK's interleaved q4_0_8x8 / q4_K_8x8, AMX where built)
+against pntk g128 and g32 act-order, rounds of each interleaved on the same cores, median of
+rounds (each round: the median per-call time over one pass through the rotated weight copies).
 
-    python scripts/bench_q4_cpu.py [--threads N] [--kernel avx512bf16|avx512|avx2|scalar] [--min-mb 320]
-                                   [--dtype float16|bfloat16]
+    python scripts/bench_q4_cpu.py [--threads N] [--kernel avx512vnni|avx512bf16|avx512|avx2|neon|scalar] [--min-mb 320]
+                                   [--dtype float16|bfloat16] [--ggml native|avx2|native,avx2|off]
+                                   [--ggml-cc clang-14] [--ggml-threads 1,2] [--ggml-only] [--quick]
+
+--quick is a smoke run: two shapes, small working sets (cache-resident on a large L3), few rounds.
 """
 import argparse
 import math
 import mmap
 import os
+import sys
 import time
 
 import torch
 
 import pntk
 from pntk import q4
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ggml_peer  # noqa: E402
 
 LLAMA2_SHAPES = [  # (K, N)
     ("7B qkv", 4096, 12288),
@@ -121,8 +134,29 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
     parser.add_argument("--kernel", default=None, help="CPU kernel family (default: the best this CPU runs)")
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"], help="activations' dtype")
-    parser.add_argument("--min-mb", type=float, default=320.0, help="rotated working set per case, MB")
+    parser.add_argument("--min-mb", type=float, default=None,
+                        help="rotated working set per case, MB (default 320; the ggml comparison uses at least "
+                             "1.25x the L3; --quick: 48)")
+    parser.add_argument("--ggml", default=None,
+                        help="ggml build(s) to compare against: native, avx2, native,avx2 or off (default: native "
+                             "when ../shared/upstream has the ggml tarball, else off)")
+    parser.add_argument("--ggml-cc", default=None,
+                        help="C compiler for the ggml build, e.g. clang-14 (default: CMake's; GCC 12 breaks ggml's "
+                             "AMX tile path, see scripts/ggml_peer.py)")
+    parser.add_argument("--ggml-threads", default=None,
+                        help="thread counts of the ggml comparison, e.g. 1,2 (default: --threads, else 1 and all cores)")
+    parser.add_argument("--ggml-only", action="store_true", help="run only the ggml comparison")
+    parser.add_argument("--ggml-busy", type=float, default=20.0,
+                        help="ggml comparison: measure a row again while other processes used more than this "
+                             "%% of the cores (default 20)")
+    parser.add_argument("--ggml-attempts", type=int, default=None,
+                        help="ggml comparison: tries per row at most, the quietest kept (default 3; --quick: 1)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: two shapes, small working sets, few rounds")
     args = parser.parse_args()
+    if args.min_mb is None:
+        args.min_mb = 48.0 if args.quick else 320.0
+    if args.ggml_attempts is None:
+        args.ggml_attempts = 1 if args.quick else 3
     if args.threads:
         q4.set_num_threads(args.threads)
         torch.set_num_threads(args.threads)
@@ -131,7 +165,13 @@ def main():
     min_bytes = args.min_mb * 1e6
     x_dtype = getattr(torch, args.dtype)
     generator = torch.Generator().manual_seed(0)
+    shapes = [LLAMA2_SHAPES[1], LLAMA2_SHAPES[3]] if args.quick else LLAMA2_SHAPES
+    if not args.ggml_only:
+        pntk_sections(args, shapes, min_bytes, x_dtype, generator)
+    ggml_sections(args, shapes, x_dtype, generator)
 
+
+def pntk_sections(args, shapes, min_bytes, x_dtype, generator):
     bandwidth = ReadBandwidth()
     print(f"pntk {pntk.__version__}, cpu_kernel {pntk._core.q4_cpu_kernel()}, threads {q4.get_num_threads()} "
           f"(torch {torch.get_num_threads()}), cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
@@ -141,7 +181,7 @@ def main():
     rows = []
     header = (f"{'shape':<12} {'K':>6} {'N':>6} {'g':>4} {'M':>2} {'copies':>6} {'q4 ms':>8} {'GB/s':>6} {'bw GB/s':>7} "
               f"{'%bw':>5} {'(range)':>9} {'bf16 ms':>8} {'x bf16':>7} {'fp32 ms':>8} {'x fp32':>7}")
-    for label, k, n in LLAMA2_SHAPES:
+    for label, k, n in shapes:
         dense = {}
         for dtype in (torch.bfloat16, torch.float32):
             weight_bytes = k * n * torch.finfo(dtype).bits // 8
@@ -174,10 +214,10 @@ def main():
 
     print()
     print("GEMM path (M > 16): q4 vs torch fp32 matmul of the dequantized weight (one copy each)")
-    for label, k, n in (LLAMA2_SHAPES[1], LLAMA2_SHAPES[7]):
+    for label, k, n in (LLAMA2_SHAPES[1],) if args.quick else (LLAMA2_SHAPES[1], LLAMA2_SHAPES[7]):
         w = random_q4(k, n, 32, generator)
         dense = w.dequantize(torch.float32)
-        for m in (64, 256):
+        for m in (64,) if args.quick else (64, 256):
             x = torch.randn(m, k, generator=generator)
             q4_seconds = timed(lambda i: w(x), 2, batches=3)
             dense_seconds = timed(lambda i: x @ dense, 2, batches=3)
@@ -188,7 +228,8 @@ def main():
     k, n = 14336, 4096
     hot = random_q4(k, n, 32, generator)
     x = torch.randn(1, k, generator=generator).to(x_dtype)
-    seconds = timed(lambda i: hot(x), 50)
+    hot_calls = 10 if args.quick else 50
+    seconds = timed(lambda i: hot(x), hot_calls)
     size_mb = q4_bytes(k, n, 32, 0) / 1e6
     print()
     print(f"cache-hot: K={k} N={n} M=1 group 32 act-order, one copy ({size_mb:.1f} MB): {seconds * 1e3:.3f} ms "
@@ -200,15 +241,18 @@ def main():
     for _ in range(5):
         hot(x)
     start = time.thread_time()
-    for _ in range(50):
+    for _ in range(hot_calls):
         hot(x)
-    cpu = (time.thread_time() - start) / 50
+    cpu = (time.thread_time() - start) / hot_calls
     q4.set_num_threads(threads)
     print(f"  same case on one thread: {cpu * 1e3:.3f} ms of CPU time per call ({k * n / cpu / 1e9:.1f} multiply-adds/ns)")
-    decode_step(generator, x_dtype)
+    if args.quick:
+        decode_step(generator, x_dtype, layers=2, context=512, rounds=4)
+    else:
+        decode_step(generator, x_dtype)
 
 
-def decode_step(generator, x_dtype, layers=4, context=4096, heads=32):
+def decode_step(generator, x_dtype, layers=4, context=4096, heads=32, rounds=12):
     """Llama-2-7B decode layers as a runner runs them: torch's RMSNorm, attention over a cached
     context (fp32) and SiLU between the q4 matmuls (g128, act-order), 4 layers rotated (over the
     L3). Torch's parallel operators leave its OpenMP threads spinning, so where the q4 kernels'
@@ -241,7 +285,7 @@ def decode_step(generator, x_dtype, layers=4, context=4096, heads=32):
     runtimes = ["pntk"] + (["openmp"] if pntk.build_info()["cpu_threads"].startswith("openmp") else [])
     x = (torch.randn(1, h, generator=generator) * 0.1).to(x_dtype)
     results = {runtime: ([], []) for runtime in runtimes}  # seconds per layer: whole step, q4 calls
-    for round_ in range(12):
+    for round_ in range(rounds):
         for runtime in runtimes:
             pntk.set_thread_runtime(runtime)
             q4_seconds[0] = 0.0
@@ -253,7 +297,7 @@ def decode_step(generator, x_dtype, layers=4, context=4096, heads=32):
     pntk.set_thread_runtime("auto")
     print()
     print(f"decode step: {layers} Llama-2-7B layers rotated (g128 act-order q4; torch RMSNorm, fp32 attention over "
-          f"{context} cached positions and SiLU between), median of 10 rounds per thread runtime")
+          f"{context} cached positions and SiLU between), median of {rounds - 2} rounds per thread runtime")
     q4_median = {runtime: median(results[runtime][1]) for runtime in runtimes}
     weights = sum(q4_bytes(k, n, 128, 1) for k, n in ((h, 3 * h), (h, h), (h, 2 * inter), (inter, h)))
     for runtime in runtimes:
@@ -262,6 +306,256 @@ def decode_step(generator, x_dtype, layers=4, context=4096, heads=32):
               f"({weights / q4_layer / 1e9:5.1f} GB/s)")
     if len(runtimes) == 2:
         print(f"  q4 time on pntk's own threads / on torch's OpenMP team: {q4_median['pntk'] / q4_median['openmp']:.2f}x")
+
+
+# ---- the peer to beat: ggml (llama.cpp's CPU backend) ----
+
+GGML_CASES = [  # (column, ggml type, buffer type)
+    ("q4_0", "q4_0", "CPU"),
+    ("q4_0 rp", "q4_0", "CPU_REPACK"),
+    ("q4_0 amx", "q4_0", "AMX"),
+    ("q4_K", "q4_K", "CPU"),
+    ("q4_K rp", "q4_K", "CPU_REPACK"),
+    ("q4_K amx", "q4_K", "AMX"),
+]
+PNTK_CASES = [("pntk g128", 128), ("pntk g32ao", 32)]  # both act-order g_idx (random_q4)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def l3_bytes():
+    """The L3's size from sysfs (cpu0's cache index3), or 0."""
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index3/size") as f:
+            text = f.read().strip()
+    except OSError:
+        return 0
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+
+
+class OthersCpu:
+    """CPU time used by processes other than this one and the ggml child between start() and
+    stop(), as a percentage of all cores (from /proc/stat and /proc/PID/stat; 10 ms ticks), and the
+    hypervisor's steal time: the background a row was measured against on a shared machine."""
+
+    def __init__(self, child_pid):
+        self.pids = [os.getpid(), child_pid]
+        self.hz = os.sysconf("SC_CLK_TCK")
+
+    def _sample(self):
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
+        steal = fields[7] if len(fields) > 7 else 0
+        ours = 0
+        for pid in self.pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    stat = f.read().rsplit(")", 1)[1].split()
+                ours += int(stat[11]) + int(stat[12])
+            except (OSError, IndexError, ValueError):
+                pass
+        return time.perf_counter(), busy, steal, ours
+
+    def start(self):
+        self.begin = self._sample()
+
+    def stop(self):
+        end = self._sample()
+        ticks = (end[0] - self.begin[0]) * self.hz * (os.cpu_count() or 1)
+        others = (end[1] - self.begin[1]) - (end[3] - self.begin[3])
+        return max(0.0, 100 * others / ticks), 100 * (end[2] - self.begin[2]) / ticks
+
+
+def ggml_sections(args, shapes, x_dtype, generator):
+    default = "native" if ggml_peer.unavailable_reason() is None else "off"
+    variants = [v for v in (args.ggml or default).split(",") if v]
+    print()
+    if variants == ["off"]:
+        reason = ggml_peer.unavailable_reason()
+        print("ggml comparison skipped: " + (reason if args.ggml is None and reason else "--ggml off"))
+        return
+    for variant in variants:
+        if variant not in ggml_peer.VARIANT_OPTIONS:
+            print(f"ggml comparison: unknown variant {variant!r} (native, avx2 or off)")
+            continue
+        try:
+            compare_ggml(args, variant, shapes, x_dtype, generator)
+        except ggml_peer.Unavailable as error:
+            print(f"ggml comparison ({variant}) skipped: {error}")
+
+
+def pntk_round_fn(mats, x):
+    """One round of pntk calls: an untimed warm-up call, then one pass through the copies, each call
+    timed; returns the median seconds per call."""
+    state = [0]
+
+    def round_():
+        copies = len(mats)
+        mats[state[0] % copies](x)
+        state[0] += 1
+        samples = []
+        for _ in range(copies):
+            w = mats[state[0] % copies]
+            state[0] += 1
+            start = time.perf_counter()
+            w(x)
+            samples.append(time.perf_counter() - start)
+        return median(samples)
+    return round_
+
+
+def compare_ggml(args, variant, shapes, x_dtype, generator):
+    """ggml's q4_0 / q4_K mul_mat in each of its buffer types against pntk's q4 GEMV, same shapes,
+    same working set, same cores, rounds interleaved (the order rotating round by round)."""
+    cores = os.cpu_count() or 1
+    if args.ggml_threads:
+        thread_counts = [int(t) for t in args.ggml_threads.split(",") if t]
+    elif args.threads:
+        thread_counts = [args.threads]
+    else:
+        thread_counts = sorted({1, cores})
+    l3 = l3_bytes()
+    working_mb = args.min_mb if args.quick else max(args.min_mb, 1.25 * l3 / 1e6)
+    rounds = 3 if args.quick else 7
+    gap = 0.02  # seconds between two cases: spinning OpenMP threads of the other side go idle
+
+    binary = ggml_peer.ensure_built(variant, log=print, compiler=args.ggml_cc)
+    compiler = ggml_peer.compiler_of(variant, args.ggml_cc)
+    amx_problem = None
+    server = ggml_peer.Server(binary, thread_counts[0], working_mb)
+    background = OthersCpu(server.proc.pid)
+    try:
+        info = server.info
+        extra = info.get("extra_bufts", "none").split(",")
+        if "AMX" in extra:
+            amx_problem = ggml_peer.amx_multi_row_problem(binary)
+        features = " ".join(f"{key}={info[key]}" for key in ("avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx_int8",
+                                                            "llamafile") if key in info)
+        runtime = pntk.build_info()["cpu_threads"].split(" ")[0]
+        print(f"== ggml (llama.cpp's CPU backend, ggml {info.get('ggml_commit')}) against pntk's q4 GEMV: "
+              f"{variant} build of ggml")
+        print(f"machine: {cpu_model()}, {cores} cores, L3 {l3 / 2**20:.0f} MiB, transparent huge pages "
+              f"{transparent_huge_pages()}")
+        print(f"pntk: cpu_kernel {pntk._core.q4_cpu_kernel()}{' (--kernel)' if args.kernel else ''}, threads from "
+              f"{runtime}, activations {args.dtype}; g128 and g32 with act-order g_idx")
+        print(f"ggml {variant}: {' '.join(ggml_peer.VARIANT_OPTIONS[variant])} (+ OpenMP, LLAMAFILE, Release), "
+              f"{compiler}; "
+              f"{features}; extra buffer types: {','.join(extra)}; weight buffers on huge pages: "
+              f"{'yes' if info.get('hugepages') == '1' else 'no'}; x f32 (ggml quantizes it to q8_0 / q8_K)")
+        print(f"columns: us per call, median of {rounds} interleaved rounds (each the median over one pass "
+              f"through the copies, >= {working_mb:.0f} MB rotated per case); rp = CPU_REPACK buffer "
+              f"(q4_0 -> q4_0_8x8, q4_K -> q4_K_8x8), amx = AMX buffer (M = 1: AVX512-VNNI GEMV, M > 1: AMX tiles); "
+              f"/best = pntk time / the best ggml time (< 1: pntk faster); others = CPU used by other processes "
+              f"meanwhile, % of all cores (+ steal, if any; a row is measured again, up to {args.ggml_attempts} "
+              f"tries, while it is over {args.ggml_busy:.0f}%, and the quietest try kept); load average now "
+              f"{os.getloadavg()[0]:.1f}")
+        if amx_problem:
+            why = (" GCC 12's _tile_loadconfig tells the compiler it reads 8 bytes of the 64-byte tile config, so "
+                   "ggml's stores of the tile shapes are dropped and the first tile instruction faults (llama.cpp "
+                   "built so would put its weights there and die in prompt processing; --ggml-cc clang-14 builds "
+                   "it right)" if compiler.startswith("GNU 12") else "")
+            print(f"note: ggml's AMX buffer type at M > 1 (AMX tiles) cannot run in this build ({amx_problem}); "
+                  f"those cells show 'crash'.{why}")
+        print()
+        header = (f"{'shape':<12} {'K':>5} {'N':>5} {'M':>2} {'thr':>3} "
+                  + " ".join(f"{name:>8}" for name, _, _ in GGML_CASES)
+                  + " " + " ".join(f"{name:>10}" for name, _ in PNTK_CASES)
+                  + f" {'best ggml':>9} {'g128/best':>9} {'g32/best':>8} {'others':>6}")
+        print(header)
+        print("-" * len(header), flush=True)
+        for label, k, n in shapes:
+            ready, cells = {}, {}
+            for name, type_name, buft in GGML_CASES:
+                if buft != "CPU" and buft not in extra:
+                    cells[name] = "-"
+                    continue
+                answer = server.ask("setup", id=name.replace(" ", "_"), k=k, n=n, type=type_name, buft=buft)
+                if answer["answer"] == "ready":
+                    ready[name] = answer
+                else:
+                    cells[name] = "n/a"
+                    print(f"  ggml {name} at {k}x{n}: {answer.get('reason')}")
+            mats = {}
+            for name, group_size in PNTK_CASES:
+                copies = copies_for(q4_bytes(k, n, group_size, 0), working_mb * 1e6)
+                mats[name] = [random_q4(k, n, group_size, generator) for _ in range(copies)]
+            for m in (1, 8):
+                runnable = []
+                for name in ready:
+                    if m > 1 and name.endswith("amx") and amx_problem:
+                        cells[name, m] = "crash"
+                        continue
+                    check = server.ask("check", id=name.replace(" ", "_"), m=m)
+                    if check.get("ok") != "1":
+                        cells[name, m] = "wrong"
+                        print(f"  ggml {name} {k}x{n} M={m}: result off the float reference (rel_err "
+                              f"{check.get('rel_err')}), not timed")
+                        continue
+                    runnable.append(name)
+                x = torch.randn(m, k, generator=generator).to(x_dtype)
+                for threads in thread_counts:
+                    q4.set_num_threads(threads)
+                    torch.set_num_threads(threads)
+                    server.ask("threads", n=threads)
+                    cases = [(name, pntk_round_fn(mats[name], x)) for name, _ in PNTK_CASES]
+                    for name in runnable:
+                        ident, copies = name.replace(" ", "_"), ready[name]["copies"]
+
+                        def ggml_round(ident=ident, copies=copies):
+                            return float(server.ask("time", id=ident, m=m, calls=copies, warmup=1)["median_us"]) * 1e-6
+                        cases.append((name, ggml_round))
+                    attempts = []  # (others %, steal %, us per case): the row again while other processes were busy
+                    while len(attempts) < args.ggml_attempts:
+                        samples = {name: [] for name, _ in cases}
+                        background.start()
+                        for round_ in range(rounds):
+                            shift = round_ % len(cases)
+                            for name, fn in cases[shift:] + cases[:shift]:
+                                time.sleep(gap)
+                                samples[name].append(fn())
+                        others, steal = background.stop()
+                        attempts.append((others + steal, others, steal,
+                                         {name: median(values) * 1e6 for name, values in samples.items()}))
+                        if others + steal < args.ggml_busy:
+                            break
+                    _, others, steal, us = min(attempts, key=lambda attempt: attempt[0])
+                    ggml_us = {name: us[name] for name in runnable}
+                    best = min(ggml_us, key=ggml_us.get) if ggml_us else None
+
+                    def cell(name, width):
+                        if name in us:
+                            return f"{us[name]:>{width}.0f}"
+                        return f"{cells.get((name, m), cells.get(name, '-')):>{width}}"
+                    line = (f"{label:<12} {k:>5} {n:>5} {m:>2} {threads:>3} "
+                            + " ".join(cell(name, 8) for name, _, _ in GGML_CASES)
+                            + " " + " ".join(cell(name, 10) for name, _ in PNTK_CASES))
+                    if best:
+                        line += (f" {best:>9} {us['pntk g128'] / ggml_us[best]:>8.2f}x"
+                                 f" {us['pntk g32ao'] / ggml_us[best]:>7.2f}x")
+                    else:
+                        line += f" {'none':>9} {'-':>9} {'-':>8}"
+                    line += f" {others:>5.0f}%" + (f" +{steal:.0f}% steal" if steal >= 1 else "")
+                    if len(attempts) > 1:
+                        line += f" (quietest of {len(attempts)} tries)"
+                    print(line, flush=True)
+            for name in ready:
+                server.ask("free", id=name.replace(" ", "_"))
+            del mats
+        q4.set_num_threads(args.threads or cores)
+        torch.set_num_threads(args.threads or cores)
+    finally:
+        server.close()
 
 
 if __name__ == "__main__":
