@@ -17,6 +17,7 @@ namespace {
 struct Avx2 {
   static constexpr int kLanes = 8, kVectors = 2, kGemvRows = 4, kGemmMr = 6;  // 4 x 2 GEMV and 6 x 2 GEMM accumulators (16 registers)
   static constexpr int kInt16Rows = 4, kInt16Vectors = 2, kInt16Chains = 1;   // vpaddd: latency 1
+  static constexpr bool kInt16RowInRegisters = false;  // a tile's y would take 8 of the 16 registers
   using F = __m256;
   using I = __m256i;
   using Mask = int;  // tile widths are multiples of 8: every vector is full

@@ -10,6 +10,7 @@ namespace {  // internal linkage (q4_kernel_common.h)
 struct Avx512 {
   static constexpr int kLanes = 16, kVectors = 4, kGemvRows = 4, kGemmMr = 6;  // 4 x 4 GEMV and 6 x 4 GEMM accumulators (32 registers)
   static constexpr int kInt16Rows = 4, kInt16Vectors = 2, kInt16Chains = 1;  // q4_kernel_int16.h: vpaddd, latency 1
+  static constexpr bool kInt16RowInRegisters = true;  // a tile's y: 4 of the 32 registers
   using F = __m512;
   using I = __m512i;
   using Mask = __mmask16;

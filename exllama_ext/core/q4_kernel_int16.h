@@ -16,7 +16,8 @@
 // most d / 2 = max |x| / 65534 per element of the chunk.
 //
 // Traits (struct Isa), beside those of q4_kernel_impl.h: kInt16Rows, kInt16Vectors (rows of x
-// and vectors per pass for M >= 2), kInt16Chains (independent accumulator chains a pass needs:
+// and vectors per pass for M >= 2), kInt16RowInRegisters (M = 1 keeps a tile's y in registers),
+// kInt16Chains (independent accumulator chains a pass needs:
 // the latency of dot_pairs' add times its throughput); I zero_int(); add_int(a, b);
 // broadcast_pair(u32); nibble_pairs<j>(w) = (w >> 4j) & 0x000F000F; dot_pairs(acc, a, b) =
 // acc + the pairwise products of a and b (int16) summed per int32 lane; to_float(i).
@@ -153,16 +154,13 @@ struct Int16Gemv {
     return largest;
   }
 
-  // One chunk (word_rows word rows) of MT rows of x (xpairs, ldx words per word row) on columns
-  // [0, (V - 1) * L + last_valid) of q (row stride `width` words); y (row stride
-  // kQ4TileColumns) += the chunk's products, scaled (file comment).
-  template <int MT, int V>
-  static void gemv_chunk(const uint32_t* q, int64_t width, int64_t word_rows, const uint32_t* x, int64_t ldx,
-                         const float* xsum, const float* d, int64_t chunk_stride, const uint16_t* scales,
-                         const uint32_t* zeros, int last_valid, float* y) {
-    constexpr int A = chains<MT, V>();
+  // acc[m][v] = the int32 sums over word rows [0, word_rows) of q (row stride `width` words) of
+  // xq * q, for MT rows of x (xpairs, ldx words per word row), on columns [0, (V - 1) * L +
+  // last_valid); A chains per (row, vector), to be added up.
+  template <int MT, int V, int A = chains<MT, V>()>
+  static void chunk_dots(const uint32_t* q, int64_t width, int64_t word_rows, const uint32_t* x, int64_t ldx,
+                         int last_valid, I (&acc)[MT][V][A]) {
     const auto mask = [&](int v) { return Isa::mask(v == V - 1 ? last_valid : L); };
-    I acc[MT][V][A];
     PNTK_UNROLL
     for (auto& per_m : acc)
       PNTK_UNROLL
@@ -201,20 +199,64 @@ struct Int16Gemv {
         });
       }
     }
+  }
+
+  // y + (s * d) * (dot - z * xsum): a chunk's sums (chains added up) into y (file comment).
+  template <int A>
+  static F add_chunk(F y, const I (&acc)[A], F s, F z, float xsum, float d) {
+    I dot = acc[0];
+    PNTK_UNROLL
+    for (int a = 1; a < A; ++a) dot = Isa::add_int(dot, acc[a]);
+    const F exact = Isa::fnma(z, Isa::broadcast(&xsum), Isa::to_float(dot));
+    return Isa::fma(Isa::mul(s, Isa::broadcast(&d)), exact, y);
+  }
+
+  // One chunk (word_rows word rows) of MT rows of x on columns [0, (V - 1) * L + last_valid) of
+  // q; y (row stride kQ4TileColumns) += the chunk's products, scaled.
+  template <int MT, int V>
+  static void gemv_chunk(const uint32_t* q, int64_t width, int64_t word_rows, const uint32_t* x, int64_t ldx,
+                         const float* xsum, const float* d, int64_t chunk_stride, const uint16_t* scales,
+                         const uint32_t* zeros, int last_valid, float* y) {
+    I acc[MT][V][chains<MT, V>()];
+    chunk_dots<MT, V>(q, width, word_rows, x, ldx, last_valid, acc);
     PNTK_UNROLL
     for (int v = 0; v < V; ++v) {
-      const F s = Isa::load_scales(scales + v * L, mask(v));
-      const F z = Isa::load_zeros(zeros + v * L / 8, v == V - 1 ? last_valid : L);
+      const int valid = v == V - 1 ? last_valid : L;
+      const F s = Isa::load_scales(scales + v * L, Isa::mask(valid)), z = Isa::load_zeros(zeros + v * L / 8, valid);
       PNTK_UNROLL
       for (int m = 0; m < MT; ++m) {
-        I dot = acc[m][v][0];
-        PNTK_UNROLL
-        for (int a = 1; a < A; ++a) dot = Isa::add_int(dot, acc[m][v][a]);
-        const F exact = Isa::fnma(z, Isa::broadcast(xsum + m * chunk_stride), Isa::to_float(dot));
         float* yv = y + m * kQ4TileColumns + v * L;
-        Isa::store(yv, Isa::fma(Isa::mul(s, Isa::broadcast(d + m * chunk_stride)), exact, Isa::load(yv)));
+        Isa::store(yv, add_chunk(Isa::load(yv), acc[m][v], s, z, xsum[m * chunk_stride], d[m * chunk_stride]));
       }
     }
+  }
+
+  // M = 1 on a full tile, where the registers allow (Isa::kInt16RowInRegisters): the tile's
+  // kTileVectors vectors of y stay in registers over all of K.
+  static void gemv_row_full_tile(const Q4Layout& w, const Q4Activations& a, int64_t tile, float* y_out) {
+    constexpr int V = kTileVectors;
+    const uint32_t* q = w.tile_qweight(tile);
+    const uint16_t* scales = w.tile_scales(tile);
+    const uint32_t* zeros = w.tile_zeros(tile);
+    F y[V];
+    for (auto& v : y) v = Isa::zero();
+    for (int64_t g = 0; g < w.groups; ++g) {
+      const int64_t group_end = w.group_begin[g + 1] / 8;
+      Kernels::prefetch_group_params(scales, zeros, kQ4TileColumns, g);
+      for (int64_t r0 = w.group_begin[g] / 8; r0 < group_end; r0 += kChunkWordRows) {
+        I acc[1][V][chains<1, V>()];
+        chunk_dots<1, V>(q + r0 * kQ4TileColumns, kQ4TileColumns, std::min(kChunkWordRows, group_end - r0),
+                         a.xpairs.data() + r0 * 4, 4, L, acc);
+        const float xsum = a.xsum_chunk[static_cast<size_t>(r0)], d = a.chunk_scale[static_cast<size_t>(r0)];
+        PNTK_UNROLL
+        for (int v = 0; v < V; ++v) {
+          const F s = Isa::load_scales(scales + g * kQ4TileColumns + v * L, Isa::mask(L));
+          const F z = Isa::load_zeros(zeros + g * (kQ4TileColumns / 8) + v * L / 8, L);
+          y[v] = add_chunk(y[v], acc[0][v], s, z, xsum, d);
+        }
+      }
+    }
+    for (int v = 0; v < V; ++v) Isa::store(y_out + v * L, y[v]);
   }
 
   static void gemv_tile(const Q4Layout& w, const Q4Activations& a, int64_t tile, const TensorView& out) {
@@ -224,6 +266,11 @@ struct Int16Gemv {
     const uint16_t* scales = w.tile_scales(tile);
     const uint32_t* zeros = w.tile_zeros(tile);
     alignas(64) float y[kQ4GemvMaxRows * kQ4TileColumns] = {};
+    if (Isa::kInt16RowInRegisters && a.m == 1 && width == kQ4TileColumns) {
+      gemv_row_full_tile(w, a, tile, y);
+      add_outliers(w, a, tile, y);
+      return Kernels::store_tile(w, a, tile, y, kQ4TileColumns, out);
+    }
     const int64_t pass = a.m == 1 ? kQ4TileColumns : kVectorsPerPass * L;
     for (int64_t g = 0; g < w.groups; ++g) {
       const int64_t group_end = w.group_begin[g + 1] / 8;
