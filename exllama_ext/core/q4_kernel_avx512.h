@@ -9,8 +9,6 @@ namespace {  // internal linkage (q4_kernel_common.h)
 
 struct Avx512 {
   static constexpr int kLanes = 16, kVectors = 4, kGemvRows = 4, kGemmMr = 6;  // 4 x 4 GEMV and 6 x 4 GEMM accumulators (32 registers)
-  static constexpr int kInt16Rows = 4, kInt16Vectors = 2, kInt16Chains = 1;  // q4_kernel_int16.h: vpaddd, latency 1
-  static constexpr bool kInt16RowInRegisters = true;  // a tile's y: 4 of the 32 registers
   using F = __m512;
   using I = __m512i;
   using Mask = __mmask16;
@@ -119,16 +117,6 @@ struct Avx512 {
     const I shift = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
     return _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(zero_words(words, valid), shift), _mm512_set1_epi32(0xF)));
   }
-
-  static I zero_int() { return _mm512_setzero_si512(); }
-  static I add_int(I a, I b) { return _mm512_add_epi32(a, b); }
-  static I broadcast_pair(uint32_t pair) { return _mm512_set1_epi32(static_cast<int>(pair)); }
-  template <int J>
-  static I nibble_pairs(I w) {
-    return _mm512_and_si512(J == 0 ? w : _mm512_srli_epi32(w, 4 * J), _mm512_set1_epi32(0x000F000F));
-  }
-  static I dot_pairs(I acc, I a, I b) { return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b)); }
-  static F to_float(I v) { return _mm512_cvtepi32_ps(v); }
 };
 
 }  // namespace

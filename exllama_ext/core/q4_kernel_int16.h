@@ -1,6 +1,7 @@
 // GEMV on 16-bit integers for fp16 and bf16 x (M <= 16), over an ISA traits struct; fp32 x
 // and every other case go to `Kernels` (a Q4Kernels, q4_kernel_impl.h). A region body
-// (simd_target.h): included after q4_kernel_impl.h inside a kernel file's target region.
+// (simd_target.h): included after q4_kernel_impl.h inside a kernel file's target region; x86
+// only, as the preparation of x is written with AVX2 (which every x86 SIMD family has).
 //
 // x is quantized per chunk (up to kChunkWordRows word rows of one group, 32 packed
 // rows): xq = round(x / d), d = max |x| / 32767 over the chunk, in pairs (q4_matrix.h,
